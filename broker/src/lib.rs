@@ -1,0 +1,3 @@
+//! Rill broker: a Kafka-compatible streaming log.
+
+pub mod log;

@@ -1,0 +1,50 @@
+//! Per-log configuration, named after Kafka's topic configs.
+
+/// Which timestamp a batch carries once it is in the log (`message.timestamp.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// Topic-level settings the log honours. Field names follow Kafka's config names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment's first batch is older than this.
+    pub segment_ms: i64,
+    /// `segment.index.bytes`: preallocated size of each index file.
+    pub segment_index_bytes: u64,
+    /// `index.interval.bytes`: bytes appended between two offset-index entries.
+    pub index_interval_bytes: u64,
+    /// `retention.ms`: delete closed segments whose newest record is older; -1 = forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete oldest closed segments while the log is larger; -1 = no limit.
+    pub retention_bytes: i64,
+    /// `flush.messages`: fsync after this many records; 1 = every append.
+    pub flush_messages: u64,
+    /// `flush.ms`: fsync when the oldest unflushed append is this old.
+    pub flush_ms: i64,
+    /// `max.message.bytes`: largest record batch accepted.
+    pub max_message_bytes: u64,
+    /// `message.timestamp.type`.
+    pub message_timestamp_type: TimestampType,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            flush_messages: 1,
+            flush_ms: 1000,
+            max_message_bytes: 1024 * 1024 + 12,
+            message_timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}
