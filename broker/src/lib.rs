@@ -1,3 +1,10 @@
 //! Rill broker: a Kafka-compatible streaming log.
 
+pub mod config;
 pub mod log;
+pub mod metadata;
+pub mod metrics;
+pub mod partition;
+pub mod replica_manager;
+pub mod run;
+pub mod wire;

@@ -1,0 +1,380 @@
+//! Broker configuration: Kafka's property names, read from a `key=value` file
+//! (`run --config`) or built for `dev`, with `--set name=value` overrides on top.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::log::{LogConfig, TimestampType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("line {line}: expected name=value, got {text:?}")]
+    Syntax { line: usize, text: String },
+    #[error("{name}: invalid value {value:?}: {reason}")]
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("unknown config {0}")]
+    Unknown(String),
+}
+
+/// The broker's settings. Topic-level defaults live in `log_defaults`.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// Where the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// What Metadata tells clients to connect to.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_dir: PathBuf,
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub socket_request_max_bytes: usize,
+    pub log_retention_check_interval_ms: u64,
+    pub log_defaults: LogConfig,
+}
+
+impl BrokerConfig {
+    /// The `dev` defaults: one node on loopback, auto-create on, every record fsynced
+    /// before it is acknowledged so a `kill -9` loses nothing acknowledged.
+    pub fn dev(listen: SocketAddr, log_dir: PathBuf) -> Self {
+        let log_defaults = LogConfig {
+            flush_messages: 1,
+            ..LogConfig::default()
+        };
+        BrokerConfig {
+            node_id: 1,
+            listen,
+            advertised_host: listen.ip().to_string(),
+            advertised_port: listen.port(),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
+            log_dir,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            log_retention_check_interval_ms: 5 * 60 * 1000,
+            log_defaults,
+        }
+    }
+
+    /// Reads a Kafka-style properties file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let props = parse_properties(&text)?;
+        let mut config = BrokerConfig::dev(
+            SocketAddr::from(([127, 0, 0, 1], 9092)),
+            PathBuf::from("/var/lib/rill/data"),
+        );
+        // A deployed broker is not a sandbox: topics are created on purpose.
+        config.auto_create_topics_enable = false;
+        for (name, value) in props {
+            config.set(&name, &value)?;
+        }
+        Ok(config)
+    }
+
+    /// Applies one `name=value` override.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        match name {
+            "node.id" | "broker.id" => self.node_id = parse(name, value)?,
+            "listeners" => {
+                let addr = first_listener(value).ok_or_else(|| invalid("expected PLAINTEXT://HOST:PORT"))?;
+                self.listen = addr.parse().map_err(|_| invalid("expected an IP:PORT"))?;
+                if self.advertised_host.is_empty() || self.advertised_port == 9092 {
+                    self.advertised_host = self.listen.ip().to_string();
+                    self.advertised_port = self.listen.port();
+                }
+            }
+            "advertised.listeners" => {
+                let addr = first_listener(value).ok_or_else(|| invalid("expected PLAINTEXT://HOST:PORT"))?;
+                let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid("expected HOST:PORT"))?;
+                self.advertised_host = host.to_string();
+                self.advertised_port = port.parse().map_err(|_| invalid("bad port"))?;
+            }
+            "metrics.listen" => {
+                self.metrics_listen = if value.is_empty() {
+                    None
+                } else {
+                    Some(value.parse().map_err(|_| invalid("expected IP:PORT"))?)
+                }
+            }
+            "log.dirs" | "log.dir" => {
+                let first = value.split(',').next().unwrap_or_default();
+                self.log_dir = PathBuf::from(first);
+            }
+            "auto.create.topics.enable" => self.auto_create_topics_enable = parse(name, value)?,
+            "num.partitions" => {
+                self.num_partitions = parse(name, value)?;
+                if self.num_partitions < 1 {
+                    return Err(invalid("must be at least 1"));
+                }
+            }
+            "default.replication.factor" => self.default_replication_factor = parse(name, value)?,
+            "socket.request.max.bytes" => self.socket_request_max_bytes = parse(name, value)?,
+            "log.retention.check.interval.ms" => {
+                self.log_retention_check_interval_ms = parse(name, value)?
+            }
+            _ => match broker_to_topic_config(name) {
+                Some(topic_name) => {
+                    let value = match name {
+                        "log.retention.hours" => (parse::<i64>(name, value)? * 3_600_000).to_string(),
+                        "log.retention.minutes" => (parse::<i64>(name, value)? * 60_000).to_string(),
+                        "log.roll.hours" => (parse::<i64>(name, value)? * 3_600_000).to_string(),
+                        _ => value.to_string(),
+                    };
+                    apply_topic_config(&mut self.log_defaults, topic_name, &value)?
+                }
+                None => return Err(ConfigError::Unknown(name.to_string())),
+            },
+        }
+        Ok(())
+    }
+
+    /// The broker-level properties a DescribeConfigs on the broker resource reports.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let d = &self.log_defaults;
+        vec![
+            ("node.id".into(), self.node_id.to_string()),
+            ("log.dirs".into(), self.log_dir.display().to_string()),
+            ("auto.create.topics.enable".into(), self.auto_create_topics_enable.to_string()),
+            ("num.partitions".into(), self.num_partitions.to_string()),
+            ("default.replication.factor".into(), self.default_replication_factor.to_string()),
+            ("socket.request.max.bytes".into(), self.socket_request_max_bytes.to_string()),
+            ("log.segment.bytes".into(), d.segment_bytes.to_string()),
+            ("log.roll.ms".into(), d.segment_ms.to_string()),
+            ("log.retention.ms".into(), d.retention_ms.to_string()),
+            ("log.retention.bytes".into(), d.retention_bytes.to_string()),
+            ("log.flush.interval.messages".into(), d.flush_messages.to_string()),
+            ("log.flush.interval.ms".into(), d.flush_ms.to_string()),
+            ("message.max.bytes".into(), d.max_message_bytes.to_string()),
+        ]
+    }
+}
+
+/// Broker-level names of the topic configs they default (`log.segment.bytes` ->
+/// `segment.bytes`), as Kafka pairs them.
+fn broker_to_topic_config(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "log.segment.bytes" => "segment.bytes",
+        "log.roll.ms" | "log.roll.hours" => "segment.ms",
+        "log.index.size.max.bytes" => "segment.index.bytes",
+        "log.index.interval.bytes" => "index.interval.bytes",
+        "log.retention.ms" | "log.retention.minutes" | "log.retention.hours" => "retention.ms",
+        "log.retention.bytes" => "retention.bytes",
+        "log.flush.interval.messages" => "flush.messages",
+        "log.flush.interval.ms" => "flush.ms",
+        "message.max.bytes" => "max.message.bytes",
+        "log.message.timestamp.type" => "message.timestamp.type",
+        _ => return None,
+    })
+}
+
+/// Every topic config Rill understands, in the order DescribeConfigs lists them.
+pub const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "cleanup.policy",
+    "segment.bytes",
+    "segment.ms",
+    "segment.index.bytes",
+    "index.interval.bytes",
+    "retention.ms",
+    "retention.bytes",
+    "flush.messages",
+    "flush.ms",
+    "max.message.bytes",
+    "message.timestamp.type",
+];
+
+/// Sets one topic config on a `LogConfig`, validating the value as Kafka would.
+pub fn apply_topic_config(config: &mut LogConfig, name: &str, value: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    match name {
+        "cleanup.policy" => {
+            if value != "delete" {
+                return Err(invalid("only cleanup.policy=delete is supported yet"));
+            }
+        }
+        "segment.bytes" => {
+            config.segment_bytes = parse(name, value)?;
+            if config.segment_bytes < 14 {
+                return Err(invalid("must be at least 14"));
+            }
+        }
+        "segment.ms" => {
+            config.segment_ms = parse(name, value)?;
+            if config.segment_ms < 1 {
+                return Err(invalid("must be at least 1"));
+            }
+        }
+        "segment.index.bytes" => {
+            config.segment_index_bytes = parse(name, value)?;
+            if config.segment_index_bytes < 12 {
+                return Err(invalid("must be at least 12"));
+            }
+        }
+        "index.interval.bytes" => config.index_interval_bytes = parse(name, value)?,
+        "retention.ms" => {
+            config.retention_ms = parse(name, value)?;
+            if config.retention_ms < -1 {
+                return Err(invalid("must be -1 or more"));
+            }
+        }
+        "retention.bytes" => config.retention_bytes = parse(name, value)?,
+        "flush.messages" => {
+            config.flush_messages = parse(name, value)?;
+            if config.flush_messages < 1 {
+                return Err(invalid("must be at least 1"));
+            }
+        }
+        "flush.ms" => config.flush_ms = parse(name, value)?,
+        "max.message.bytes" => config.max_message_bytes = parse(name, value)?,
+        "message.timestamp.type" => {
+            config.message_timestamp_type = match value {
+                "CreateTime" => TimestampType::CreateTime,
+                "LogAppendTime" => TimestampType::LogAppendTime,
+                _ => return Err(invalid("expected CreateTime or LogAppendTime")),
+            }
+        }
+        _ => return Err(ConfigError::Unknown(name.to_string())),
+    }
+    Ok(())
+}
+
+/// The value of one topic config as DescribeConfigs reports it.
+pub fn topic_config_value(config: &LogConfig, name: &str) -> Option<String> {
+    Some(match name {
+        "cleanup.policy" => "delete".to_string(),
+        "segment.bytes" => config.segment_bytes.to_string(),
+        "segment.ms" => config.segment_ms.to_string(),
+        "segment.index.bytes" => config.segment_index_bytes.to_string(),
+        "index.interval.bytes" => config.index_interval_bytes.to_string(),
+        "retention.ms" => config.retention_ms.to_string(),
+        "retention.bytes" => config.retention_bytes.to_string(),
+        "flush.messages" => config.flush_messages.to_string(),
+        "flush.ms" => config.flush_ms.to_string(),
+        "max.message.bytes" => config.max_message_bytes.to_string(),
+        "message.timestamp.type" => match config.message_timestamp_type {
+            TimestampType::CreateTime => "CreateTime".to_string(),
+            TimestampType::LogAppendTime => "LogAppendTime".to_string(),
+        },
+        _ => return None,
+    })
+}
+
+/// A topic's effective log config: broker defaults overlaid with its overrides.
+pub fn effective_log_config(
+    defaults: &LogConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<LogConfig, ConfigError> {
+    let mut config = defaults.clone();
+    for (name, value) in overrides {
+        apply_topic_config(&mut config, name, value)?;
+    }
+    Ok(config)
+}
+
+fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason: format!("not a valid {}", std::any::type_name::<T>()),
+    })
+}
+
+/// `PLAINTEXT://127.0.0.1:9092,CONTROLLER://...` -> `127.0.0.1:9092` (the client listener).
+fn first_listener(value: &str) -> Option<&str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .find(|l| l.starts_with("PLAINTEXT://"))
+        .or_else(|| value.split(',').next())
+        .map(|l| l.split_once("://").map_or(l, |(_, addr)| addr))
+}
+
+fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut props = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (name, value) = line.split_once('=').ok_or_else(|| ConfigError::Syntax {
+            line: i + 1,
+            text: line.to_string(),
+        })?;
+        props.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    Ok(props)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_file_sets_kafka_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(
+            &path,
+            "# comment\nnode.id=3\nlisteners=PLAINTEXT://127.0.0.1:19092\nlog.dirs=/tmp/x\n\
+             log.segment.bytes=1048576\nlog.retention.hours=2\nnum.partitions=4\n",
+        )
+        .unwrap();
+        let c = BrokerConfig::from_file(&path).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listen, "127.0.0.1:19092".parse().unwrap());
+        assert_eq!(c.advertised_port, 19092);
+        assert_eq!(c.log_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.log_defaults.segment_bytes, 1048576);
+        assert_eq!(c.log_defaults.retention_ms, 2 * 3_600_000);
+        assert_eq!(c.num_partitions, 4);
+        assert!(!c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_name() {
+        let mut c = BrokerConfig::dev("127.0.0.1:9092".parse().unwrap(), "d".into());
+        let err = c.set("num.partitions", "many").unwrap_err().to_string();
+        assert!(err.contains("num.partitions"), "{err}");
+        assert!(matches!(c.set("no.such.thing", "1"), Err(ConfigError::Unknown(_))));
+        assert!(c.set("num.partitions", "0").is_err());
+    }
+
+    #[test]
+    fn topic_overrides_apply_over_defaults() {
+        let defaults = LogConfig::default();
+        let mut o = BTreeMap::new();
+        o.insert("retention.ms".to_string(), "1000".to_string());
+        o.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
+        let c = effective_log_config(&defaults, &o).unwrap();
+        assert_eq!(c.retention_ms, 1000);
+        assert_eq!(c.message_timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(c.segment_bytes, defaults.segment_bytes);
+        o.insert("segment.bytes".to_string(), "-5".to_string());
+        assert!(effective_log_config(&defaults, &o).is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! The cluster's metadata on a single node: cluster id, topics with their ids, partition
+//! counts and config overrides, kept in `<log.dirs>/meta/` and rewritten atomically.
+//!
+//! This is the stand-in for the Raft metadata quorum: the same records, one voter.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata i/o at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metadata file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("log dir {dir} belongs to node.id {found}, but this broker is node.id {expected}")]
+    NodeIdClash {
+        dir: PathBuf,
+        found: i32,
+        expected: i32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TopicsFile {
+    topics: Vec<TopicRecord>,
+}
+
+pub struct MetadataStore {
+    dir: PathBuf,
+    cluster_id: String,
+    topics: BTreeMap<String, TopicRecord>,
+}
+
+impl MetadataStore {
+    /// Opens (or formats, on first start) the metadata kept in `log_dir`.
+    pub fn open(log_dir: &Path, node_id: i32) -> Result<Self, MetadataError> {
+        let dir = log_dir.join("meta");
+        fs::create_dir_all(&dir).map_err(|source| io_err(&dir, source))?;
+        let cluster_id = read_or_format_meta_properties(log_dir, node_id)?;
+        let path = dir.join("topics.json");
+        let topics = match fs::read(&path) {
+            Ok(bytes) => {
+                let file: TopicsFile =
+                    serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                file.topics.into_iter().map(|t| (t.name.clone(), t)).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(io_err(&path, source)),
+        };
+        Ok(MetadataStore {
+            dir,
+            cluster_id,
+            topics,
+        })
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &TopicRecord> {
+        self.topics.values()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicRecord> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&TopicRecord> {
+        self.topics.values().find(|t| t.id == id)
+    }
+
+    /// Inserts or replaces a topic and persists the change before returning.
+    pub fn put_topic(&mut self, topic: TopicRecord) -> Result<(), MetadataError> {
+        let previous = self.topics.insert(topic.name.clone(), topic.clone());
+        if let Err(e) = self.persist() {
+            match previous {
+                Some(p) => self.topics.insert(p.name.clone(), p),
+                None => self.topics.remove(&topic.name),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn remove_topic(&mut self, name: &str) -> Result<Option<TopicRecord>, MetadataError> {
+        let removed = self.topics.remove(name);
+        if let Some(t) = &removed {
+            if let Err(e) = self.persist() {
+                self.topics.insert(t.name.clone(), t.clone());
+                return Err(e);
+            }
+        }
+        Ok(removed)
+    }
+
+    fn persist(&self) -> Result<(), MetadataError> {
+        let file = TopicsFile {
+            topics: self.topics.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| MetadataError::Corrupt {
+            path: self.dir.join("topics.json"),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&self.dir.join("topics.json"), &bytes)
+    }
+}
+
+/// Kafka keeps `meta.properties` in each log dir; we do too, so a log dir handed to the
+/// wrong node is refused instead of silently served.
+fn read_or_format_meta_properties(log_dir: &Path, node_id: i32) -> Result<String, MetadataError> {
+    let path = log_dir.join("meta.properties");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut cluster_id = None;
+            let mut found_node = None;
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    match k.trim() {
+                        "cluster.id" => cluster_id = Some(v.trim().to_string()),
+                        "node.id" => found_node = v.trim().parse::<i32>().ok(),
+                        _ => {}
+                    }
+                }
+            }
+            let corrupt = |reason: &str| MetadataError::Corrupt {
+                path: path.clone(),
+                reason: reason.to_string(),
+            };
+            let found = found_node.ok_or_else(|| corrupt("no node.id"))?;
+            if found != node_id {
+                return Err(MetadataError::NodeIdClash {
+                    dir: log_dir.to_path_buf(),
+                    found,
+                    expected: node_id,
+                });
+            }
+            cluster_id.ok_or_else(|| corrupt("no cluster.id"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cluster_id = cluster_id_from(Uuid::new_v4());
+            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+            write_atomically(&path, text.as_bytes())?;
+            Ok(cluster_id)
+        }
+        Err(source) => Err(io_err(&path, source)),
+    }
+}
+
+/// Kafka's cluster ids are URL-safe base64 of a UUID without padding (22 chars).
+fn cluster_id_from(uuid: Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid.as_bytes();
+    let mut out = String::with_capacity(22);
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    for &b in bytes {
+        bits = (bits << 8) | b as u32;
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
+    }
+    out
+}
+
+/// Write to a temp file, fsync, rename over, fsync the directory: a crash leaves either
+/// the old or the new file, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
+    f.sync_all().map_err(|e| io_err(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> MetadataError {
+    MetadataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_survive_reopen_and_cluster_id_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MetadataStore::open(dir.path(), 1).unwrap();
+        let id = Uuid::new_v4();
+        m.put_topic(TopicRecord {
+            name: "a".into(),
+            id,
+            partitions: 3,
+            configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
+        })
+        .unwrap();
+        let cluster_id = m.cluster_id().to_string();
+        assert_eq!(cluster_id.len(), 22);
+        drop(m);
+        let mut m = MetadataStore::open(dir.path(), 1).unwrap();
+        assert_eq!(m.cluster_id(), cluster_id);
+        let t = m.topic("a").unwrap();
+        assert_eq!((t.id, t.partitions), (id, 3));
+        assert_eq!(t.configs["retention.ms"], "5");
+        assert_eq!(m.topic_by_id(id).unwrap().name, "a");
+        m.remove_topic("a").unwrap();
+        drop(m);
+        assert!(MetadataStore::open(dir.path(), 1).unwrap().topic("a").is_none());
+    }
+
+    #[test]
+    fn a_log_dir_of_another_node_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        MetadataStore::open(dir.path(), 1).unwrap();
+        let err = MetadataStore::open(dir.path(), 2).err().unwrap();
+        assert!(matches!(err, MetadataError::NodeIdClash { found: 1, expected: 2, .. }));
+    }
+}

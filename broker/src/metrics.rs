@@ -1,0 +1,131 @@
+//! Prometheus metrics and the small HTTP endpoint that serves them on their own port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::replica_manager::ReplicaManager;
+
+pub struct Metrics {
+    registry: Registry,
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub records_in: IntCounterVec,
+    pub records_out: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub log_size: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let bytes_in = counter("rill_topic_bytes_in_total", "Record batch bytes appended", &["topic"]);
+        let bytes_out = counter("rill_topic_bytes_out_total", "Record batch bytes sent to fetchers", &["topic"]);
+        let records_in = counter("rill_topic_records_in_total", "Records appended", &["topic"]);
+        let records_out = counter(
+            "rill_topic_records_out_total",
+            "Records sent to fetchers (offsets spanned by the batches sent)",
+            &["topic"],
+        );
+        let requests = counter("rill_requests_total", "Requests handled", &["api"]);
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("rill_request_duration_seconds", "Request handling time")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["api"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(request_duration.clone()))
+            .expect("unique metric");
+        let log_size = IntGaugeVec::new(
+            Opts::new("rill_partition_log_size_bytes", "Bytes in a partition's log"),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(log_size.clone())).expect("unique metric");
+        Metrics {
+            registry,
+            bytes_in,
+            bytes_out,
+            records_in,
+            records_out,
+            requests,
+            request_duration,
+            log_size,
+        }
+    }
+
+    /// The text exposition, with log sizes read fresh from the partitions.
+    pub fn render(&self, replicas: &ReplicaManager) -> String {
+        self.log_size.reset();
+        for p in replicas.all_partitions() {
+            self.log_size
+                .with_label_values(&[p.topic.as_str(), &p.index.to_string()])
+                .set(p.size_bytes() as i64);
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `GET /metrics`. Anything else is a 404; the endpoint is read-only.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    replicas: Arc<ReplicaManager>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let replicas = replicas.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            // Read until the end of the request head; bodies are not expected.
+            while n < buf.len() {
+                match stream.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(m) => n += m,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics ") {
+                ("200 OK", metrics.render(&replicas))
+            } else {
+                ("404 Not Found", "not found\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,178 @@
+//! A partition: a log plus the role this broker plays for it and its high watermark.
+//!
+//! On a single node every partition is led here and the high watermark is the log end.
+//! Replication will add followers and move the high watermark by the ISR instead; the
+//! handlers only ever read `high_watermark()`, so they need no change then.
+
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::log::{AppendInfo, Log, LogConfig, LogError, ReadSlice};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("this broker is not the leader for {topic}-{partition}")]
+    NotLeader { topic: String, partition: i32 },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// What a fetch of one partition found.
+pub struct FetchedData {
+    pub slice: Option<ReadSlice>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    role: Mutex<Role>,
+    leader_epoch: AtomicI32,
+    high_watermark: AtomicI64,
+    log: Mutex<Log>,
+}
+
+impl Partition {
+    pub fn new(topic: String, topic_id: Uuid, index: i32, log: Log) -> Self {
+        let high_watermark = AtomicI64::new(log.log_end_offset());
+        Partition {
+            topic,
+            topic_id,
+            index,
+            role: Mutex::new(Role::Leader),
+            leader_epoch: AtomicI32::new(0),
+            high_watermark,
+            log: Mutex::new(log),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        *self.role.lock()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.lock().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.lock().log_end_offset()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log.lock().size_bytes()
+    }
+
+    /// Appends a producer's batches as leader. The high watermark follows the log end
+    /// while this node is the only replica.
+    pub fn append_as_leader(
+        &self,
+        records: &mut BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendInfo, PartitionError> {
+        self.ensure_leader()?;
+        let mut log = self.log.lock();
+        let info = log.append(records, now_ms)?;
+        self.high_watermark
+            .store(log.log_end_offset(), Ordering::Release);
+        Ok(info)
+    }
+
+    /// Reads for a consumer: never past the high watermark.
+    pub fn fetch(
+        &self,
+        fetch_offset: i64,
+        max_bytes: u64,
+        min_one_batch: bool,
+    ) -> Result<FetchedData, PartitionError> {
+        self.ensure_leader()?;
+        let log = self.log.lock();
+        let high_watermark = self.high_watermark();
+        let slice = log.read(fetch_offset, max_bytes, high_watermark, min_one_batch)?;
+        Ok(FetchedData {
+            slice,
+            high_watermark,
+            log_start_offset: log.log_start_offset(),
+        })
+    }
+
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.log.lock().offset_for_timestamp(timestamp)
+    }
+
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        self.log.lock().max_timestamp()
+    }
+
+    /// DeleteRecords: only below the high watermark, as Kafka requires.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
+        self.ensure_leader()?;
+        let mut log = self.log.lock();
+        let hw = self.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        if target > hw {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: hw,
+            }));
+        }
+        Ok(log.delete_records_before(target)?)
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.log.lock().set_config(config);
+    }
+
+    /// Periodic work: time-based flush and roll, then retention.
+    pub fn tick(&self, now_ms: i64, retention: bool) -> Result<usize, LogError> {
+        let mut log = self.log.lock();
+        log.tick(now_ms)?;
+        if retention {
+            log.apply_retention(now_ms)
+        } else {
+            Ok(0)
+        }
+    }
+
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.log.lock().flush()
+    }
+
+    /// Consumes the partition and closes its log cleanly (clean-shutdown marker).
+    pub fn close(self) -> Result<(), LogError> {
+        self.log.into_inner().close()
+    }
+
+    pub fn delete(self) -> Result<(), LogError> {
+        self.log.into_inner().delete()
+    }
+
+    fn ensure_leader(&self) -> Result<(), PartitionError> {
+        match self.role() {
+            Role::Leader => Ok(()),
+            Role::Follower => Err(PartitionError::NotLeader {
+                topic: self.topic.clone(),
+                partition: self.index,
+            }),
+        }
+    }
+}

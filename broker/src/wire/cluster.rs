@@ -1,0 +1,30 @@
+//! DescribeCluster: the cluster id, the controller and the brokers.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::Context;
+
+/// Endpoint types of DescribeCluster v1+: 1 = brokers, 2 = controllers.
+const ENDPOINT_BROKERS: i8 = 1;
+
+pub fn describe(ctx: &Context, request: DescribeClusterRequest) -> DescribeClusterResponse {
+    let config = ctx.replicas.config();
+    let response = DescribeClusterResponse::default()
+        .with_endpoint_type(request.endpoint_type)
+        .with_cluster_id(StrBytes::from_string(ctx.replicas.cluster_id()))
+        .with_controller_id(BrokerId(config.node_id))
+        .with_cluster_authorized_operations(i32::MIN);
+    // A single combined node serves both kinds of endpoint on the same listener.
+    if request.endpoint_type != ENDPOINT_BROKERS && request.endpoint_type != 2 {
+        return response
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(StrBytes::from_static_str("unknown endpoint type")));
+    }
+    response.with_brokers(vec![DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(config.node_id))
+        .with_host(StrBytes::from_string(config.advertised_host.clone()))
+        .with_port(config.advertised_port as i32)])
+}

@@ -1,0 +1,84 @@
+//! Decodes one request frame, checks its API and version, and routes it to its
+//! handler. Anything the protocol gives no way to answer closes the connection, as
+//! Apache Kafka does; everything else is answered with the client's error codes.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::protocol::decode_request_header_from_buffer;
+
+use super::response::{encode, ResponseFrame};
+use super::{admin, api_versions, cluster, configs, fetch, list_offsets, metadata, produce, Context};
+
+pub enum Outcome {
+    Respond(ResponseFrame),
+    /// Produce with acks=0: the client expects silence.
+    NoResponse,
+    Close(String),
+}
+
+pub async fn handle(ctx: &Context, mut frame: Bytes) -> Outcome {
+    if frame.len() < 8 {
+        return Outcome::Close(format!("frame of {} bytes is shorter than a request header", frame.len()));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(key) else {
+        return Outcome::Close(format!("unknown API key {key}"));
+    };
+    if !api_versions::is_supported(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            return respond(encode(correlation_id, 0, &api_versions::unsupported_version()));
+        }
+        return Outcome::Close(format!("unsupported version {version} of {api_key:?}"));
+    }
+    if let Err(e) = decode_request_header_from_buffer(&mut frame) {
+        return Outcome::Close(format!("malformed {api_key:?} request header: {e}"));
+    }
+    let request = match RequestKind::decode(api_key, &mut frame, version) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Close(format!("malformed {api_key:?} v{version} request: {e}")),
+    };
+    let api = format!("{api_key:?}");
+    let started = Instant::now();
+    let outcome = route(ctx, request, version, correlation_id).await;
+    ctx.metrics.requests.with_label_values(&[api.as_str()]).inc();
+    ctx.metrics
+        .request_duration
+        .with_label_values(&[api.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    outcome
+}
+
+async fn route(ctx: &Context, request: RequestKind, version: i16, correlation_id: i32) -> Outcome {
+    let c = correlation_id;
+    match request {
+        RequestKind::ApiVersions(r) => respond(encode(c, version, &api_versions::handle(r))),
+        RequestKind::Metadata(r) => respond(encode(c, version, &metadata::handle(ctx, r, version))),
+        RequestKind::Produce(r) => match produce::handle(ctx, r, version) {
+            Some(response) => respond(encode(c, version, &response)),
+            None => Outcome::NoResponse,
+        },
+        RequestKind::Fetch(r) => respond(fetch::handle(ctx, r, version, c).await),
+        RequestKind::ListOffsets(r) => respond(encode(c, version, &list_offsets::handle(ctx, r, version))),
+        RequestKind::CreateTopics(r) => respond(encode(c, version, &admin::create_topics(ctx, r, version))),
+        RequestKind::DeleteTopics(r) => respond(encode(c, version, &admin::delete_topics(ctx, r, version))),
+        RequestKind::CreatePartitions(r) => respond(encode(c, version, &admin::create_partitions(ctx, r))),
+        RequestKind::DeleteRecords(r) => respond(encode(c, version, &admin::delete_records(ctx, r))),
+        RequestKind::DescribeConfigs(r) => respond(encode(c, version, &configs::describe(ctx, r, version))),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            respond(encode(c, version, &configs::incremental_alter(ctx, r)))
+        }
+        RequestKind::DescribeCluster(r) => respond(encode(c, version, &cluster::describe(ctx, r))),
+        other => Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other))),
+    }
+}
+
+fn respond<E: std::fmt::Display>(encoded: Result<ResponseFrame, E>) -> Outcome {
+    match encoded {
+        Ok(frame) => Outcome::Respond(frame),
+        Err(e) => Outcome::Close(e.to_string()),
+    }
+}

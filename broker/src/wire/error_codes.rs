@@ -1,0 +1,37 @@
+//! Our typed errors to the Kafka error codes clients expect.
+
+use kafka_protocol::ResponseError;
+
+use crate::log::LogError;
+use crate::partition::PartitionError;
+use crate::replica_manager::TopicError;
+
+pub fn log_error(e: &LogError) -> ResponseError {
+    match e {
+        LogError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn partition_error(e: &PartitionError) -> ResponseError {
+    match e {
+        PartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        PartitionError::Log(e) => log_error(e),
+    }
+}
+
+pub fn topic_error(e: &TopicError) -> ResponseError {
+    match e {
+        TopicError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InternalTopic(_) => ResponseError::InvalidRequest,
+        TopicError::Storage(e) => log_error(e),
+        TopicError::Metadata(_) => ResponseError::KafkaStorageError,
+    }
+}

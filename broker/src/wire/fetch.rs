@@ -1,0 +1,138 @@
+//! Fetch: long-poll reads of whole batches up to the high watermark. Record bytes are
+//! never copied: each partition's data is a file range that `response` splices into
+//! the frame and `connection` sends with sendfile(2).
+//!
+//! Fetch sessions (KIP-227) are declined the way Kafka declines them when its cache is
+//! full: we answer with session id 0, and clients keep sending full fetch requests.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+
+use super::error_codes::partition_error;
+use super::response::{encode_with_files, marker, EncodeError, ResponseFrame};
+use super::Context;
+use crate::log::ReadSlice;
+
+pub async fn handle(
+    ctx: &Context,
+    request: FetchRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Result<ResponseFrame, EncodeError> {
+    let flexible = version >= 12;
+    if request.session_id != 0 {
+        let response = FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+        return encode_with_files(correlation_id, version, &response, Vec::new(), flexible);
+    }
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    loop {
+        // Register for wake-ups before reading, so an append in between is not missed.
+        let appended = ctx.replicas.appended().notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let read = read_all(ctx, &request, version);
+        let now = Instant::now();
+        if read.bytes >= request.min_bytes.max(0) as u64 || read.has_error || now >= deadline {
+            for (topic, len) in &read.sent {
+                ctx.metrics.bytes_out.with_label_values(&[topic.as_str()]).inc_by(*len);
+            }
+            return encode_with_files(correlation_id, version, &read.response, read.files, flexible);
+        }
+        tokio::select! {
+            _ = &mut appended => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+}
+
+struct Read {
+    response: FetchResponse,
+    files: Vec<ReadSlice>,
+    /// (topic, bytes) per file, counted in metrics only once the response is sent.
+    sent: Vec<(String, u64)>,
+    bytes: u64,
+    has_error: bool,
+}
+
+fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
+    let mut files = Vec::new();
+    let mut sent = Vec::new();
+    let mut bytes = 0u64;
+    let mut has_error = false;
+    let mut budget = request.max_bytes.max(0) as u64;
+    let read_committed = request.isolation_level == 1;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let (record, unknown) = if version >= 13 {
+            (ctx.replicas.topic_by_id(topic.topic_id), ResponseError::UnknownTopicId)
+        } else {
+            (ctx.replicas.topic(topic.topic.0.as_str()), ResponseError::UnknownTopicOrPartition)
+        };
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions(read_committed.then(Vec::new))
+                .with_records(Some(Bytes::new()));
+            let partition = record
+                .as_ref()
+                .and_then(|t| ctx.replicas.partition(&t.name, p.partition));
+            let Some(partition) = partition else {
+                has_error = true;
+                partitions.push(data.with_error_code(unknown.code()));
+                continue;
+            };
+            // Kafka's rule: the first batch of the first partition with data is sent
+            // even when it alone exceeds the limits, so a consumer can always progress.
+            let min_one_batch = files.is_empty();
+            let max_bytes = (p.partition_max_bytes.max(0) as u64).min(budget);
+            match partition.fetch(p.fetch_offset, max_bytes, min_one_batch) {
+                Ok(fetched) => {
+                    data = data
+                        .with_high_watermark(fetched.high_watermark)
+                        .with_last_stable_offset(fetched.high_watermark)
+                        .with_log_start_offset(fetched.log_start_offset);
+                    if let Some(slice) = fetched.slice {
+                        sent.push((partition.topic.clone(), slice.len));
+                        bytes += slice.len;
+                        budget = budget.saturating_sub(slice.len);
+                        data = data.with_records(Some(marker(files.len())));
+                        files.push(slice);
+                    }
+                }
+                Err(e) => {
+                    has_error = true;
+                    data = data
+                        .with_error_code(partition_error(&e).code())
+                        .with_high_watermark(partition.high_watermark())
+                        .with_last_stable_offset(partition.high_watermark())
+                        .with_log_start_offset(partition.log_start_offset());
+                }
+            }
+            partitions.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_topic_id(topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    Read {
+        response: FetchResponse::default().with_session_id(0).with_responses(topics),
+        files,
+        sent,
+        bytes,
+        has_error,
+    }
+}
