@@ -7,6 +7,9 @@
 pub mod batch;
 mod config;
 mod error;
+mod index_file;
+// `log::log` reads fine here: the module is the `Log` type, the parent the subsystem.
+#[allow(clippy::module_inception)]
 mod log;
 mod offset_index;
 mod segment;
