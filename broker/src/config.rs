@@ -98,7 +98,8 @@ impl BrokerConfig {
         match name {
             "node.id" | "broker.id" => self.node_id = parse(name, value)?,
             "listeners" => {
-                let addr = first_listener(value).ok_or_else(|| invalid("expected PLAINTEXT://HOST:PORT"))?;
+                let addr = first_listener(value)
+                    .ok_or_else(|| invalid("expected PLAINTEXT://HOST:PORT"))?;
                 self.listen = addr.parse().map_err(|_| invalid("expected an IP:PORT"))?;
                 if self.advertised_host.is_empty() || self.advertised_port == 9092 {
                     self.advertised_host = self.listen.ip().to_string();
@@ -106,8 +107,11 @@ impl BrokerConfig {
                 }
             }
             "advertised.listeners" => {
-                let addr = first_listener(value).ok_or_else(|| invalid("expected PLAINTEXT://HOST:PORT"))?;
-                let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid("expected HOST:PORT"))?;
+                let addr = first_listener(value)
+                    .ok_or_else(|| invalid("expected PLAINTEXT://HOST:PORT"))?;
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .ok_or_else(|| invalid("expected HOST:PORT"))?;
                 self.advertised_host = host.to_string();
                 self.advertised_port = port.parse().map_err(|_| invalid("bad port"))?;
             }
@@ -137,8 +141,12 @@ impl BrokerConfig {
             _ => match broker_to_topic_config(name) {
                 Some(topic_name) => {
                     let value = match name {
-                        "log.retention.hours" => (parse::<i64>(name, value)? * 3_600_000).to_string(),
-                        "log.retention.minutes" => (parse::<i64>(name, value)? * 60_000).to_string(),
+                        "log.retention.hours" => {
+                            (parse::<i64>(name, value)? * 3_600_000).to_string()
+                        }
+                        "log.retention.minutes" => {
+                            (parse::<i64>(name, value)? * 60_000).to_string()
+                        }
                         "log.roll.hours" => (parse::<i64>(name, value)? * 3_600_000).to_string(),
                         _ => value.to_string(),
                     };
@@ -156,15 +164,27 @@ impl BrokerConfig {
         vec![
             ("node.id".into(), self.node_id.to_string()),
             ("log.dirs".into(), self.log_dir.display().to_string()),
-            ("auto.create.topics.enable".into(), self.auto_create_topics_enable.to_string()),
+            (
+                "auto.create.topics.enable".into(),
+                self.auto_create_topics_enable.to_string(),
+            ),
             ("num.partitions".into(), self.num_partitions.to_string()),
-            ("default.replication.factor".into(), self.default_replication_factor.to_string()),
-            ("socket.request.max.bytes".into(), self.socket_request_max_bytes.to_string()),
+            (
+                "default.replication.factor".into(),
+                self.default_replication_factor.to_string(),
+            ),
+            (
+                "socket.request.max.bytes".into(),
+                self.socket_request_max_bytes.to_string(),
+            ),
             ("log.segment.bytes".into(), d.segment_bytes.to_string()),
             ("log.roll.ms".into(), d.segment_ms.to_string()),
             ("log.retention.ms".into(), d.retention_ms.to_string()),
             ("log.retention.bytes".into(), d.retention_bytes.to_string()),
-            ("log.flush.interval.messages".into(), d.flush_messages.to_string()),
+            (
+                "log.flush.interval.messages".into(),
+                d.flush_messages.to_string(),
+            ),
             ("log.flush.interval.ms".into(), d.flush_ms.to_string()),
             ("message.max.bytes".into(), d.max_message_bytes.to_string()),
         ]
@@ -205,7 +225,11 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
 ];
 
 /// Sets one topic config on a `LogConfig`, validating the value as Kafka would.
-pub fn apply_topic_config(config: &mut LogConfig, name: &str, value: &str) -> Result<(), ConfigError> {
+pub fn apply_topic_config(
+    config: &mut LogConfig,
+    name: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
     let invalid = |reason: &str| ConfigError::Invalid {
         name: name.to_string(),
         value: value.to_string(),
@@ -360,7 +384,10 @@ mod tests {
         let mut c = BrokerConfig::dev("127.0.0.1:9092".parse().unwrap(), "d".into());
         let err = c.set("num.partitions", "many").unwrap_err().to_string();
         assert!(err.contains("num.partitions"), "{err}");
-        assert!(matches!(c.set("no.such.thing", "1"), Err(ConfigError::Unknown(_))));
+        assert!(matches!(
+            c.set("no.such.thing", "1"),
+            Err(ConfigError::Unknown(_))
+        ));
         assert!(c.set("num.partitions", "0").is_err());
     }
 
@@ -369,7 +396,10 @@ mod tests {
         let defaults = LogConfig::default();
         let mut o = BTreeMap::new();
         o.insert("retention.ms".to_string(), "1000".to_string());
-        o.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
+        o.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
         let c = effective_log_config(&defaults, &o).unwrap();
         assert_eq!(c.retention_ms, 1000);
         assert_eq!(c.message_timestamp_type, TimestampType::LogAppendTime);

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use rill_broker::config::BrokerConfig;
 
 #[derive(Parser)]
-#[command(name = "rill-broker", version, about = "A Kafka-compatible streaming log")]
+#[command(
+    name = "rill-broker",
+    version,
+    about = "A Kafka-compatible streaming log"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -54,7 +58,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rill-broker: cannot start the runtime: {e}");
@@ -62,7 +69,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(rill_broker::run::run(config, |c| {
-        println!("rill-broker ready: Kafka on {} (data in {})", c.listen, c.log_dir.display());
+        println!(
+            "rill-broker ready: Kafka on {} (data in {})",
+            c.listen,
+            c.log_dir.display()
+        );
         if dev {
             let addr = c.listen;
             println!("  produce: echo 'hello' | kcat -P -b {addr} -t demo");
@@ -93,15 +104,19 @@ fn build_config(command: Command) -> Result<(BrokerConfig, bool), String> {
             c.metrics_listen = Some(metrics_listen);
             (c, overrides, true)
         }
-        Command::Run { config, overrides } => {
-            (BrokerConfig::from_file(&config).map_err(|e| e.to_string())?, overrides, false)
-        }
+        Command::Run { config, overrides } => (
+            BrokerConfig::from_file(&config).map_err(|e| e.to_string())?,
+            overrides,
+            false,
+        ),
     };
     for o in overrides {
         let (name, value) = o
             .split_once('=')
             .ok_or_else(|| format!("--set {o}: expected NAME=VALUE"))?;
-        config.set(name.trim(), value.trim()).map_err(|e| e.to_string())?;
+        config
+            .set(name.trim(), value.trim())
+            .map_err(|e| e.to_string())?;
     }
     Ok((config, dev))
 }
@@ -109,7 +124,9 @@ fn build_config(command: Command) -> Result<(BrokerConfig, bool), String> {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RILL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -62,7 +62,10 @@ impl MetadataStore {
                         path: path.clone(),
                         reason: e.to_string(),
                     })?;
-                file.topics.into_iter().map(|t| (t.name.clone(), t)).collect()
+                file.topics
+                    .into_iter()
+                    .map(|t| (t.name.clone(), t))
+                    .collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(io_err(&path, source)),
@@ -238,7 +241,10 @@ mod tests {
         assert_eq!(m.topic_by_id(id).unwrap().name, "a");
         m.remove_topic("a").unwrap();
         drop(m);
-        assert!(MetadataStore::open(dir.path(), 1).unwrap().topic("a").is_none());
+        assert!(MetadataStore::open(dir.path(), 1)
+            .unwrap()
+            .topic("a")
+            .is_none());
     }
 
     #[test]
@@ -246,6 +252,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         MetadataStore::open(dir.path(), 1).unwrap();
         let err = MetadataStore::open(dir.path(), 2).err().unwrap();
-        assert!(matches!(err, MetadataError::NodeIdClash { found: 1, expected: 2, .. }));
+        assert!(matches!(
+            err,
+            MetadataError::NodeIdClash {
+                found: 1,
+                expected: 2,
+                ..
+            }
+        ));
     }
 }

@@ -27,21 +27,39 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
-        let bytes_in = counter("rill_topic_bytes_in_total", "Record batch bytes appended", &["topic"]);
-        let bytes_out = counter("rill_topic_bytes_out_total", "Record batch bytes sent to fetchers", &["topic"]);
-        let records_in = counter("rill_topic_records_in_total", "Records appended", &["topic"]);
+        let bytes_in = counter(
+            "rill_topic_bytes_in_total",
+            "Record batch bytes appended",
+            &["topic"],
+        );
+        let bytes_out = counter(
+            "rill_topic_bytes_out_total",
+            "Record batch bytes sent to fetchers",
+            &["topic"],
+        );
+        let records_in = counter(
+            "rill_topic_records_in_total",
+            "Records appended",
+            &["topic"],
+        );
         let records_out = counter(
             "rill_topic_records_out_total",
-            "Records sent to fetchers (offsets spanned by the batches sent)",
+            "Records sent to fetchers",
             &["topic"],
         );
         let requests = counter("rill_requests_total", "Requests handled", &["api"]);
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("rill_request_duration_seconds", "Request handling time")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new("rill_request_duration_seconds", "Request handling time").buckets(
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
             &["api"],
         )
         .expect("valid metric");
@@ -49,11 +67,16 @@ impl Metrics {
             .register(Box::new(request_duration.clone()))
             .expect("unique metric");
         let log_size = IntGaugeVec::new(
-            Opts::new("rill_partition_log_size_bytes", "Bytes in a partition's log"),
+            Opts::new(
+                "rill_partition_log_size_bytes",
+                "Bytes in a partition's log",
+            ),
             &["topic", "partition"],
         )
         .expect("valid metric");
-        registry.register(Box::new(log_size.clone())).expect("unique metric");
+        registry
+            .register(Box::new(log_size.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
             bytes_in,
@@ -87,11 +110,7 @@ impl Default for Metrics {
 }
 
 /// Serves `GET /metrics`. Anything else is a 404; the endpoint is read-only.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    replicas: Arc<ReplicaManager>,
-) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, replicas: Arc<ReplicaManager>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;

@@ -61,7 +61,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
     {
-        return Err(invalid("only ASCII letters, digits, '.', '_' and '-' are allowed"));
+        return Err(invalid(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }
@@ -83,7 +85,11 @@ impl ReplicaManager {
         for topic in metadata.topics() {
             let log_config = effective_log_config(&config.log_defaults, &topic.configs)?;
             for p in 0..topic.partitions {
-                let log = Log::open(&partition_dir(&config, &topic.name, p), log_config.clone(), now)?;
+                let log = Log::open(
+                    &partition_dir(&config, &topic.name, p),
+                    log_config.clone(),
+                    now,
+                )?;
                 partitions.insert(
                     (topic.name.clone(), p),
                     Arc::new(Partition::new(topic.name.clone(), topic.id, p, log)),
@@ -107,7 +113,10 @@ impl ReplicaManager {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.partitions.read().get(&(topic.to_string(), index)).cloned()
+        self.partitions
+            .read()
+            .get(&(topic.to_string(), index))
+            .cloned()
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
@@ -328,7 +337,11 @@ impl ReplicaManager {
     ) -> Result<(), TopicError> {
         let now = now_ms();
         for p in from..record.partitions {
-            let log = Log::open(&partition_dir(&self.config, &record.name, p), log_config.clone(), now)?;
+            let log = Log::open(
+                &partition_dir(&self.config, &record.name, p),
+                log_config.clone(),
+                now,
+            )?;
             self.partitions.write().insert(
                 (record.name.clone(), p),
                 Arc::new(Partition::new(record.name.clone(), record.id, p, log)),
@@ -370,7 +383,10 @@ mod tests {
         assert!(validate_topic_name("orders.v1_x-2").is_ok());
         for bad in ["", ".", "..", "has space", "slash/y", "ü"] {
             assert!(
-                matches!(validate_topic_name(bad), Err(TopicError::InvalidTopic { .. })),
+                matches!(
+                    validate_topic_name(bad),
+                    Err(TopicError::InvalidTopic { .. })
+                ),
                 "{bad:?} accepted"
             );
         }

@@ -32,7 +32,10 @@ pub enum StartError {
 /// How often time-based flush and roll are checked; retention runs on its own interval.
 const TICK: Duration = Duration::from_millis(250);
 
-pub async fn run(config: BrokerConfig, on_ready: impl FnOnce(&BrokerConfig)) -> Result<(), StartError> {
+pub async fn run(
+    config: BrokerConfig,
+    on_ready: impl FnOnce(&BrokerConfig),
+) -> Result<(), StartError> {
     raise_fd_limit();
     let dir = config.log_dir.clone();
     let replicas = tokio::task::spawn_blocking(move || ReplicaManager::open(config))
@@ -56,7 +59,11 @@ pub async fn run(config: BrokerConfig, on_ready: impl FnOnce(&BrokerConfig)) -> 
         let metrics_listener = metrics::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        tokio::spawn(metrics::serve(metrics_listener, metrics.clone(), replicas.clone()));
+        tokio::spawn(metrics::serve(
+            metrics_listener,
+            metrics.clone(),
+            replicas.clone(),
+        ));
     }
     let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
@@ -84,7 +91,8 @@ pub async fn run(config: BrokerConfig, on_ready: impl FnOnce(&BrokerConfig)) -> 
 }
 
 async fn maintain(replicas: Arc<ReplicaManager>, mut shutdown: watch::Receiver<bool>) {
-    let retention_every = Duration::from_millis(replicas.config().log_retention_check_interval_ms.max(1));
+    let retention_every =
+        Duration::from_millis(replicas.config().log_retention_check_interval_ms.max(1));
     let mut last_retention = Instant::now();
     let mut ticker = tokio::time::interval(TICK);
     loop {
@@ -109,7 +117,8 @@ fn raise_fd_limit() {
     };
     // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

@@ -48,6 +48,8 @@ pub struct ReadSlice {
     pub file: Arc<File>,
     pub position: u64,
     pub len: u64,
+    /// Records in the batches of the range (for metrics: no need to re-read them).
+    pub record_count: u64,
 }
 
 impl ReadSlice {

@@ -344,16 +344,19 @@ impl Segment {
             return Ok(SegmentRead::Nothing);
         }
         let mut len = first.size();
+        let mut record_count = first.record_count.max(0) as u64;
         while let Some(h) = self.read_header(position + len)? {
             if h.base_offset >= max_offset || len + h.size() > max_bytes {
                 break;
             }
             len += h.size();
+            record_count += h.record_count.max(0) as u64;
         }
         Ok(SegmentRead::Slice(ReadSlice {
             file: Arc::clone(&self.log),
             position,
             len,
+            record_count,
         }))
     }
 

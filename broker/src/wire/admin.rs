@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -22,7 +24,11 @@ use super::error_codes::{partition_error, topic_error};
 use super::Context;
 use crate::replica_manager::TopicError;
 
-pub fn create_topics(ctx: &Context, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn create_topics(
+    ctx: &Context,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut seen = std::collections::HashSet::new();
     let topics = request
         .topics
@@ -58,16 +64,25 @@ pub fn create_topics(ctx: &Context, request: CreateTopicsRequest, version: i16) 
             } else {
                 let rf = t.assignments[0].broker_ids.len() as i16;
                 let node = ctx.replicas.config().node_id;
-                if t
-                    .assignments
+                if t.assignments
                     .iter()
                     .any(|a| a.broker_ids.iter().any(|b| b.0 != node))
                 {
-                    return failed(result, ResponseError::InvalidReplicaAssignment, "assignment names an unknown broker");
+                    return failed(
+                        result,
+                        ResponseError::InvalidReplicaAssignment,
+                        "assignment names an unknown broker",
+                    );
                 }
                 (t.assignments.len() as i32, rf)
             };
-            match ctx.replicas.create_topic(&name, partitions, replication_factor, configs, request.validate_only) {
+            match ctx.replicas.create_topic(
+                &name,
+                partitions,
+                replication_factor,
+                configs,
+                request.validate_only,
+            ) {
                 Ok(record) => {
                     let entries = if version >= 5 {
                         ctx.replicas
@@ -88,7 +103,11 @@ pub fn create_topics(ctx: &Context, request: CreateTopicsRequest, version: i16) 
                         None
                     };
                     result
-                        .with_topic_id(if request.validate_only { Uuid::nil() } else { record.id })
+                        .with_topic_id(if request.validate_only {
+                            Uuid::nil()
+                        } else {
+                            record.id
+                        })
                         .with_num_partitions(record.partitions)
                         .with_replication_factor(1)
                         .with_configs(entries)
@@ -100,7 +119,11 @@ pub fn create_topics(ctx: &Context, request: CreateTopicsRequest, version: i16) 
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-fn failed(result: CreatableTopicResult, code: ResponseError, message: &str) -> CreatableTopicResult {
+fn failed(
+    result: CreatableTopicResult,
+    code: ResponseError,
+    message: &str,
+) -> CreatableTopicResult {
     result
         .with_error_code(code.code())
         .with_error_message(Some(StrBytes::from_string(message.to_string())))
@@ -112,7 +135,11 @@ fn failed_with(result: CreatableTopicResult, e: &TopicError) -> CreatableTopicRe
         .with_error_message(Some(StrBytes::from_string(e.to_string())))
 }
 
-pub fn delete_topics(ctx: &Context, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub fn delete_topics(
+    ctx: &Context,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     // v6 names topics by name or id; earlier versions by name only.
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         request
@@ -152,13 +179,19 @@ pub fn delete_topics(ctx: &Context, request: DeleteTopicsRequest, version: i16) 
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn create_partitions(ctx: &Context, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub fn create_partitions(
+    ctx: &Context,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let results = request
         .topics
         .into_iter()
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            match ctx.replicas.create_partitions(t.name.0.as_str(), t.count, request.validate_only) {
+            match ctx
+                .replicas
+                .create_partitions(t.name.0.as_str(), t.count, request.validate_only)
+            {
                 Ok(_) => result,
                 Err(e) => result
                     .with_error_code(topic_error(&e).code())
@@ -174,24 +207,27 @@ pub fn delete_records(ctx: &Context, request: DeleteRecordsRequest) -> DeleteRec
         .topics
         .into_iter()
         .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let result = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_low_watermark(-1);
-                    match ctx.replicas.partition(t.name.0.as_str(), p.partition_index) {
-                        None => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(partition) => {
-                            match tokio::task::block_in_place(|| partition.delete_records_before(p.offset)) {
-                                Ok(low) => result.with_low_watermark(low),
-                                Err(e) => result.with_error_code(partition_error(&e).code()),
+            let partitions =
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        let result = DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_low_watermark(-1);
+                        match ctx.replicas.partition(t.name.0.as_str(), p.partition_index) {
+                            None => result
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                            Some(partition) => {
+                                match tokio::task::block_in_place(|| {
+                                    partition.delete_records_before(p.offset)
+                                }) {
+                                    Ok(low) => result.with_low_watermark(low),
+                                    Err(e) => result.with_error_code(partition_error(&e).code()),
+                                }
                             }
                         }
-                    }
-                })
-                .collect();
+                    })
+                    .collect();
             DeleteRecordsTopicResult::default()
                 .with_name(t.name)
                 .with_partitions(partitions)

@@ -23,10 +23,13 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 
 /// The supported range of an API, clamped to what the crate decodes.
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| {
-        let crate_range = key.valid_versions();
-        (min.max(crate_range.min), max.min(crate_range.max))
-    })
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| {
+            let crate_range = key.valid_versions();
+            (min.max(crate_range.min), max.min(crate_range.max))
+        })
 }
 
 pub fn is_supported(key: ApiKey, version: i16) -> bool {
@@ -69,7 +72,10 @@ mod tests {
             let key = ApiKey::try_from(v.api_key).unwrap();
             let crate_range = key.valid_versions();
             assert!(v.min_version <= v.max_version, "{key:?}");
-            assert!(v.min_version >= crate_range.min && v.max_version <= crate_range.max, "{key:?}");
+            assert!(
+                v.min_version >= crate_range.min && v.max_version <= crate_range.max,
+                "{key:?}"
+            );
         }
         assert_eq!(supported_versions(ApiKey::ApiVersions), Some((0, 4)));
         assert!(is_supported(ApiKey::Fetch, 12));

@@ -43,7 +43,10 @@ pub struct ConfigEntry {
 }
 
 /// Every topic config with its effective value and where that value comes from.
-pub fn topic_config_entries(config: &LogConfig, overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+pub fn topic_config_entries(
+    config: &LogConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<ConfigEntry> {
     TOPIC_CONFIG_NAMES
         .iter()
         .filter_map(|&name| {
@@ -64,12 +67,18 @@ fn config_type(name: &str) -> i8 {
     match name {
         "cleanup.policy" => TYPE_LIST,
         "message.timestamp.type" => TYPE_STRING,
-        "segment.bytes" | "segment.index.bytes" | "index.interval.bytes" | "max.message.bytes" => TYPE_INT,
+        "segment.bytes" | "segment.index.bytes" | "index.interval.bytes" | "max.message.bytes" => {
+            TYPE_INT
+        }
         _ => TYPE_LONG,
     }
 }
 
-pub fn describe(ctx: &Context, request: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
+pub fn describe(
+    ctx: &Context,
+    request: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
     let results = request
         .resources
         .into_iter()
@@ -80,17 +89,27 @@ pub fn describe(ctx: &Context, request: DescribeConfigsRequest, _version: i16) -
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => {
                     let Some(topic) = ctx.replicas.topic(r.resource_name.as_str()) else {
-                        return error(result, ResponseError::UnknownTopicOrPartition, "unknown topic");
+                        return error(
+                            result,
+                            ResponseError::UnknownTopicOrPartition,
+                            "unknown topic",
+                        );
                     };
                     match ctx.replicas.topic_log_config(&topic) {
                         Ok(lc) => topic_config_entries(&lc, &topic.configs),
-                        Err(e) => return error(result, ResponseError::InvalidConfig, &e.to_string()),
+                        Err(e) => {
+                            return error(result, ResponseError::InvalidConfig, &e.to_string())
+                        }
                     }
                 }
                 RESOURCE_BROKER => {
                     let node = ctx.replicas.config().node_id.to_string();
                     if !r.resource_name.is_empty() && r.resource_name.as_str() != node {
-                        return error(result, ResponseError::InvalidRequest, &format!("this broker is node.id {node}"));
+                        return error(
+                            result,
+                            ResponseError::InvalidRequest,
+                            &format!("this broker is node.id {node}"),
+                        );
                     }
                     ctx.replicas
                         .config()
@@ -130,13 +149,20 @@ pub fn describe(ctx: &Context, request: DescribeConfigsRequest, _version: i16) -
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn error(result: DescribeConfigsResult, code: ResponseError, message: &str) -> DescribeConfigsResult {
+fn error(
+    result: DescribeConfigsResult,
+    code: ResponseError,
+    message: &str,
+) -> DescribeConfigsResult {
     result
         .with_error_code(code.code())
         .with_error_message(Some(StrBytes::from_string(message.to_string())))
 }
 
-pub fn incremental_alter(ctx: &Context, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub fn incremental_alter(
+    ctx: &Context,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let responses = request
         .resources
         .into_iter()

@@ -56,7 +56,12 @@ impl Connection {
     async fn read_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {
         loop {
             if self.buffer.len() >= 4 {
-                let size = i32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]) as i64;
+                let size = i32::from_be_bytes([
+                    self.buffer[0],
+                    self.buffer[1],
+                    self.buffer[2],
+                    self.buffer[3],
+                ]) as i64;
                 // Refuse before buffering: a bogus size must not make us allocate it.
                 if size < 0 || size as usize > self.max_frame {
                     return Err(ConnectionError::FrameSize {

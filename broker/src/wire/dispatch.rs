@@ -9,7 +9,9 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::decode_request_header_from_buffer;
 
 use super::response::{encode, ResponseFrame};
-use super::{admin, api_versions, cluster, configs, fetch, list_offsets, metadata, produce, Context};
+use super::{
+    admin, api_versions, cluster, configs, fetch, list_offsets, metadata, produce, Context,
+};
 
 pub enum Outcome {
     Respond(ResponseFrame),
@@ -20,7 +22,10 @@ pub enum Outcome {
 
 pub async fn handle(ctx: &Context, mut frame: Bytes) -> Outcome {
     if frame.len() < 8 {
-        return Outcome::Close(format!("frame of {} bytes is shorter than a request header", frame.len()));
+        return Outcome::Close(format!(
+            "frame of {} bytes is shorter than a request header",
+            frame.len()
+        ));
     }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -30,7 +35,11 @@ pub async fn handle(ctx: &Context, mut frame: Bytes) -> Outcome {
     };
     if !api_versions::is_supported(api_key, version) {
         if api_key == ApiKey::ApiVersions {
-            return respond(encode(correlation_id, 0, &api_versions::unsupported_version()));
+            return respond(encode(
+                correlation_id,
+                0,
+                &api_versions::unsupported_version(),
+            ));
         }
         return Outcome::Close(format!("unsupported version {version} of {api_key:?}"));
     }
@@ -44,7 +53,10 @@ pub async fn handle(ctx: &Context, mut frame: Bytes) -> Outcome {
     let api = format!("{api_key:?}");
     let started = Instant::now();
     let outcome = route(ctx, request, version, correlation_id).await;
-    ctx.metrics.requests.with_label_values(&[api.as_str()]).inc();
+    ctx.metrics
+        .requests
+        .with_label_values(&[api.as_str()])
+        .inc();
     ctx.metrics
         .request_duration
         .with_label_values(&[api.as_str()])
@@ -62,17 +74,32 @@ async fn route(ctx: &Context, request: RequestKind, version: i16, correlation_id
             None => Outcome::NoResponse,
         },
         RequestKind::Fetch(r) => respond(fetch::handle(ctx, r, version, c).await),
-        RequestKind::ListOffsets(r) => respond(encode(c, version, &list_offsets::handle(ctx, r, version))),
-        RequestKind::CreateTopics(r) => respond(encode(c, version, &admin::create_topics(ctx, r, version))),
-        RequestKind::DeleteTopics(r) => respond(encode(c, version, &admin::delete_topics(ctx, r, version))),
-        RequestKind::CreatePartitions(r) => respond(encode(c, version, &admin::create_partitions(ctx, r))),
-        RequestKind::DeleteRecords(r) => respond(encode(c, version, &admin::delete_records(ctx, r))),
-        RequestKind::DescribeConfigs(r) => respond(encode(c, version, &configs::describe(ctx, r, version))),
+        RequestKind::ListOffsets(r) => {
+            respond(encode(c, version, &list_offsets::handle(ctx, r, version)))
+        }
+        RequestKind::CreateTopics(r) => {
+            respond(encode(c, version, &admin::create_topics(ctx, r, version)))
+        }
+        RequestKind::DeleteTopics(r) => {
+            respond(encode(c, version, &admin::delete_topics(ctx, r, version)))
+        }
+        RequestKind::CreatePartitions(r) => {
+            respond(encode(c, version, &admin::create_partitions(ctx, r)))
+        }
+        RequestKind::DeleteRecords(r) => {
+            respond(encode(c, version, &admin::delete_records(ctx, r)))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            respond(encode(c, version, &configs::describe(ctx, r, version)))
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
             respond(encode(c, version, &configs::incremental_alter(ctx, r)))
         }
         RequestKind::DescribeCluster(r) => respond(encode(c, version, &cluster::describe(ctx, r))),
-        other => Outcome::Close(format!("no handler for {:?}", std::mem::discriminant(&other))),
+        other => Outcome::Close(format!(
+            "no handler for {:?}",
+            std::mem::discriminant(&other)
+        )),
     }
 }
 

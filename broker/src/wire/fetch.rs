@@ -39,10 +39,23 @@ pub async fn handle(
         let read = read_all(ctx, &request, version);
         let now = Instant::now();
         if read.bytes >= request.min_bytes.max(0) as u64 || read.has_error || now >= deadline {
-            for (topic, len) in &read.sent {
-                ctx.metrics.bytes_out.with_label_values(&[topic.as_str()]).inc_by(*len);
+            for (topic, len, records) in &read.sent {
+                ctx.metrics
+                    .bytes_out
+                    .with_label_values(&[topic.as_str()])
+                    .inc_by(*len);
+                ctx.metrics
+                    .records_out
+                    .with_label_values(&[topic.as_str()])
+                    .inc_by(*records);
             }
-            return encode_with_files(correlation_id, version, &read.response, read.files, flexible);
+            return encode_with_files(
+                correlation_id,
+                version,
+                &read.response,
+                read.files,
+                flexible,
+            );
         }
         tokio::select! {
             _ = &mut appended => {}
@@ -54,8 +67,8 @@ pub async fn handle(
 struct Read {
     response: FetchResponse,
     files: Vec<ReadSlice>,
-    /// (topic, bytes) per file, counted in metrics only once the response is sent.
-    sent: Vec<(String, u64)>,
+    /// (topic, bytes, records) per file, counted in metrics only once the response is sent.
+    sent: Vec<(String, u64, u64)>,
     bytes: u64,
     has_error: bool,
 }
@@ -70,9 +83,15 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let (record, unknown) = if version >= 13 {
-            (ctx.replicas.topic_by_id(topic.topic_id), ResponseError::UnknownTopicId)
+            (
+                ctx.replicas.topic_by_id(topic.topic_id),
+                ResponseError::UnknownTopicId,
+            )
         } else {
-            (ctx.replicas.topic(topic.topic.0.as_str()), ResponseError::UnknownTopicOrPartition)
+            (
+                ctx.replicas.topic(topic.topic.0.as_str()),
+                ResponseError::UnknownTopicOrPartition,
+            )
         };
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
@@ -103,7 +122,7 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
                         .with_last_stable_offset(fetched.high_watermark)
                         .with_log_start_offset(fetched.log_start_offset);
                     if let Some(slice) = fetched.slice {
-                        sent.push((partition.topic.clone(), slice.len));
+                        sent.push((partition.topic.clone(), slice.len, slice.record_count));
                         bytes += slice.len;
                         budget = budget.saturating_sub(slice.len);
                         data = data.with_records(Some(marker(files.len())));
@@ -129,7 +148,9 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
         );
     }
     Read {
-        response: FetchResponse::default().with_session_id(0).with_responses(topics),
+        response: FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(topics),
         files,
         sent,
         bytes,

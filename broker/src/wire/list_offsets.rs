@@ -17,7 +17,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub fn handle(ctx: &Context, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(ctx: &Context, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -31,13 +31,21 @@ pub fn handle(ctx: &Context, request: ListOffsetsRequest, _version: i16) -> List
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
-                    match ctx.replicas.partition(topic.name.0.as_str(), p.partition_index) {
+                    match ctx
+                        .replicas
+                        .partition(topic.name.0.as_str(), p.partition_index)
+                    {
                         None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                         Some(partition) => match lookup(&partition, p.timestamp) {
                             Ok((offset, timestamp)) => base
                                 .with_offset(offset)
                                 .with_timestamp(timestamp)
-                                .with_leader_epoch(partition.leader_epoch()),
+                                // The field exists from v4; the crate refuses it earlier.
+                                .with_leader_epoch(if version >= 4 {
+                                    partition.leader_epoch()
+                                } else {
+                                    -1
+                                }),
                             Err(code) => base.with_error_code(code.code()),
                         },
                     }
@@ -60,7 +68,9 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), ResponseE
         LATEST_TIERED => Some((-1, -1)),
         MAX_TIMESTAMP => partition.max_timestamp().map_err(|e| log_error(&e))?,
         t if t < 0 => return Err(ResponseError::InvalidRequest),
-        t => partition.offset_for_timestamp(t).map_err(|e| log_error(&e))?,
+        t => partition
+            .offset_for_timestamp(t)
+            .map_err(|e| log_error(&e))?,
     };
     // Consumers must not learn of offsets above the high watermark.
     Ok(match found {

@@ -68,15 +68,26 @@ fn lookup_or_create(ctx: &Context, name: &str, allow_auto_create: bool) -> Metad
         };
         return error_topic(Some(name), Uuid::nil(), code);
     }
-    match ctx.replicas.create_topic(name, -1, -1, Default::default(), false) {
+    match ctx
+        .replicas
+        .create_topic(name, -1, -1, Default::default(), false)
+    {
         Ok(topic) => {
-            tracing::info!(topic = name, partitions = topic.partitions, "auto-created topic");
+            tracing::info!(
+                topic = name,
+                partitions = topic.partitions,
+                "auto-created topic"
+            );
             topic_response(ctx, &topic)
         }
         // A concurrent request created it first: answer with what exists.
         Err(TopicError::TopicAlreadyExists(_)) => match ctx.replicas.topic(name) {
             Some(t) => topic_response(ctx, &t),
-            None => error_topic(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+            None => error_topic(
+                Some(name),
+                Uuid::nil(),
+                ResponseError::UnknownTopicOrPartition,
+            ),
         },
         Err(e) => error_topic(Some(name), Uuid::nil(), topic_error(&e)),
     }

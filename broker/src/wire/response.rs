@@ -116,7 +116,9 @@ pub fn encode_with_files<R: Encodable + HeaderVersion>(
             .map(|p| p + from)
             .ok_or_else(|| EncodeError(format!("record placeholder {i} not found")))?;
         if pos < from + old_prefix_len {
-            return Err(EncodeError("record placeholder without a length prefix".into()));
+            return Err(EncodeError(
+                "record placeholder without a length prefix".into(),
+            ));
         }
         positions.push(pos);
         from = pos + MARKER_LEN;
@@ -132,7 +134,8 @@ pub fn encode_with_files<R: Encodable + HeaderVersion>(
         .map(|(f, p)| f.len + p.len() as u64)
         .sum();
     let total = (buf.len() - 4 - removed) as u64 + added;
-    let total = i32::try_from(total).map_err(|_| EncodeError("response larger than 2 GiB".into()))?;
+    let total =
+        i32::try_from(total).map_err(|_| EncodeError("response larger than 2 GiB".into()))?;
     buf[..4].copy_from_slice(&total.to_be_bytes());
     let buf = buf.freeze();
     let mut chunks = Vec::with_capacity(files.len() * 3 + 1);
@@ -205,7 +208,9 @@ mod tests {
             let inline = build(
                 ranges
                     .iter()
-                    .map(|&(p, l)| Some(Bytes::copy_from_slice(&data[p as usize..(p + l) as usize])))
+                    .map(|&(p, l)| {
+                        Some(Bytes::copy_from_slice(&data[p as usize..(p + l) as usize]))
+                    })
                     .collect(),
             );
             let expected = encode_buf(7, version, &inline).unwrap();
@@ -216,6 +221,7 @@ mod tests {
                     file: file.clone(),
                     position,
                     len,
+                    record_count: 0,
                 })
                 .collect();
             let frame = encode_with_files(7, version, &with_markers, files, version >= 12).unwrap();
@@ -223,14 +229,17 @@ mod tests {
             for c in &frame.chunks {
                 match c {
                     Chunk::Bytes(b) => wire.extend_from_slice(b),
-                    Chunk::File(s) => wire.extend_from_slice(&data[s.position as usize..(s.position + s.len) as usize]),
+                    Chunk::File(s) => wire.extend_from_slice(
+                        &data[s.position as usize..(s.position + s.len) as usize],
+                    ),
                 }
             }
             assert_eq!(wire, expected.to_vec(), "version {version}");
             assert_eq!(frame.len(), expected.len() as u64);
             // And the crate decodes it back to the inline response.
             let mut body = Bytes::from(wire).slice(4..);
-            let _ = ResponseHeader::decode(&mut body, FetchResponse::header_version(version)).unwrap();
+            let _ =
+                ResponseHeader::decode(&mut body, FetchResponse::header_version(version)).unwrap();
             let mut expected = inline.clone();
             if version >= 13 {
                 // v13+ names topics by id only.
