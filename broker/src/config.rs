@@ -204,6 +204,9 @@ fn broker_to_topic_config(name: &str) -> Option<&'static str> {
         "log.flush.interval.messages" => "flush.messages",
         "log.flush.interval.ms" => "flush.ms",
         "message.max.bytes" => "max.message.bytes",
+        "min.insync.replicas" => "min.insync.replicas",
+        "compression.type" => "compression.type",
+        "unclean.leader.election.enable" => "unclean.leader.election.enable",
         "log.message.timestamp.type" => "message.timestamp.type",
         _ => return None,
     })
@@ -212,6 +215,7 @@ fn broker_to_topic_config(name: &str) -> Option<&'static str> {
 /// Every topic config Rill understands, in the order DescribeConfigs lists them.
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
+    "compression.type",
     "segment.bytes",
     "segment.ms",
     "segment.index.bytes",
@@ -222,6 +226,8 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "flush.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 
 /// Sets one topic config on a `LogConfig`, validating the value as Kafka would.
@@ -240,6 +246,22 @@ pub fn apply_topic_config(
             if value != "delete" {
                 return Err(invalid("only cleanup.policy=delete is supported yet"));
             }
+        }
+        "compression.type" => {
+            // The broker stores batches as the producer compressed them; recompressing
+            // to another codec is not implemented, so only `producer` is honest.
+            if value != "producer" {
+                return Err(invalid("only compression.type=producer is supported"));
+            }
+        }
+        "min.insync.replicas" => {
+            config.min_insync_replicas = parse(name, value)?;
+            if config.min_insync_replicas < 1 {
+                return Err(invalid("must be at least 1"));
+            }
+        }
+        "unclean.leader.election.enable" => {
+            config.unclean_leader_election_enable = parse(name, value)?
         }
         "segment.bytes" => {
             config.segment_bytes = parse(name, value)?;
@@ -291,6 +313,9 @@ pub fn apply_topic_config(
 pub fn topic_config_value(config: &LogConfig, name: &str) -> Option<String> {
     Some(match name {
         "cleanup.policy" => "delete".to_string(),
+        "compression.type" => "producer".to_string(),
+        "min.insync.replicas" => config.min_insync_replicas.to_string(),
+        "unclean.leader.election.enable" => config.unclean_leader_election_enable.to_string(),
         "segment.bytes" => config.segment_bytes.to_string(),
         "segment.ms" => config.segment_ms.to_string(),
         "segment.index.bytes" => config.segment_index_bytes.to_string(),

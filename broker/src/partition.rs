@@ -22,6 +22,13 @@ pub enum Role {
 pub enum PartitionError {
     #[error("this broker is not the leader for {topic}-{partition}")]
     NotLeader { topic: String, partition: i32 },
+    #[error("{topic}-{partition} has {isr} in-sync replicas, min.insync.replicas is {min_isr}")]
+    NotEnoughReplicas {
+        topic: String,
+        partition: i32,
+        isr: i32,
+        min_isr: i32,
+    },
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -81,15 +88,31 @@ impl Partition {
         self.log.lock().size_bytes()
     }
 
-    /// Appends a producer's batches as leader. The high watermark follows the log end
-    /// while this node is the only replica.
+    /// The in-sync replica set's size: this node alone until replication lands.
+    pub fn isr_size(&self) -> i32 {
+        1
+    }
+
+    /// Appends a producer's batches as leader. acks=all (-1) is refused up front when
+    /// the ISR is smaller than `min.insync.replicas`, as Kafka does. The high watermark
+    /// follows the log end while this node is the only replica.
     pub fn append_as_leader(
         &self,
         records: &mut BytesMut,
+        required_acks: i16,
         now_ms: i64,
     ) -> Result<AppendInfo, PartitionError> {
         self.ensure_leader()?;
         let mut log = self.log.lock();
+        let min_isr = log.config().min_insync_replicas;
+        if required_acks == -1 && self.isr_size() < min_isr {
+            return Err(PartitionError::NotEnoughReplicas {
+                topic: self.topic.clone(),
+                partition: self.index,
+                isr: self.isr_size(),
+                min_isr,
+            });
+        }
         let info = log.append(records, now_ms)?;
         self.high_watermark
             .store(log.log_end_offset(), Ordering::Release);

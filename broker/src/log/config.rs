@@ -30,6 +30,10 @@ pub struct LogConfig {
     pub max_message_bytes: u64,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `min.insync.replicas`: acks=all needs this many in-sync replicas.
+    pub min_insync_replicas: i32,
+    /// `unclean.leader.election.enable`: may an out-of-sync replica become leader.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for LogConfig {
@@ -45,6 +49,8 @@ impl Default for LogConfig {
             flush_ms: 1000,
             max_message_bytes: 1024 * 1024 + 12,
             message_timestamp_type: TimestampType::CreateTime,
+            min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
         }
     }
 }

@@ -18,6 +18,7 @@ pub fn log_error(e: &LogError) -> ResponseError {
 pub fn partition_error(e: &PartitionError) -> ResponseError {
     match e {
         PartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        PartitionError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         PartitionError::Log(e) => log_error(e),
     }
 }

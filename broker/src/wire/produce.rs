@@ -56,7 +56,7 @@ pub fn handle(ctx: &Context, request: ProduceRequest, version: i16) -> Option<Pr
                                 .with_error_message(Some(StrBytes::from_static_str("no record batches")));
                         };
                         let mut records = BytesMut::from(&records[..]);
-                        match partition.append_as_leader(&mut records, now_ms()) {
+                        match partition.append_as_leader(&mut records, acks, now_ms()) {
                             Ok(info) => {
                                 let topic_label = [partition.topic.as_str()];
                                 ctx.metrics.records_in.with_label_values(&topic_label).inc_by(info.record_count);
