@@ -67,10 +67,13 @@ pub fn topic_config_entries(
 fn config_type(name: &str) -> i8 {
     match name {
         "cleanup.policy" => TYPE_LIST,
-        "message.timestamp.type" => TYPE_STRING,
-        "segment.bytes" | "segment.index.bytes" | "index.interval.bytes" | "max.message.bytes" => {
-            TYPE_INT
-        }
+        "message.timestamp.type" | "compression.type" => TYPE_STRING,
+        "unclean.leader.election.enable" => TYPE_BOOLEAN,
+        "segment.bytes"
+        | "segment.index.bytes"
+        | "index.interval.bytes"
+        | "max.message.bytes"
+        | "min.insync.replicas" => TYPE_INT,
         _ => TYPE_LONG,
     }
 }
