@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::log::{LogConfig, TimestampType};
+use crate::log::{CleanupPolicy, LogConfig, TimestampType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +42,11 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     pub socket_request_max_bytes: usize,
     pub log_retention_check_interval_ms: u64,
+    /// `offsets.topic.num.partitions`
+    pub offsets_topic_num_partitions: i32,
+    /// `group.min.session.timeout.ms`, `group.max.session.timeout.ms`,
+    /// `group.initial.rebalance.delay.ms`
+    pub group: crate::group::GroupConfig,
     pub log_defaults: LogConfig,
 }
 
@@ -65,6 +70,13 @@ impl BrokerConfig {
             default_replication_factor: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
             log_retention_check_interval_ms: 5 * 60 * 1000,
+            offsets_topic_num_partitions: 50,
+            // Like Kafka's sample dev config: no initial delay, so a lone consumer
+            // starts at once. `run --config` keeps Kafka's 3 s default.
+            group: crate::group::GroupConfig {
+                initial_rebalance_delay_ms: 0,
+                ..Default::default()
+            },
             log_defaults,
         }
     }
@@ -81,6 +93,8 @@ impl BrokerConfig {
             PathBuf::from("/var/lib/rill/data"),
         );
         // A deployed broker is not a sandbox: topics are created on purpose.
+        config.group.initial_rebalance_delay_ms =
+            crate::group::GroupConfig::default().initial_rebalance_delay_ms;
         config.auto_create_topics_enable = false;
         for (name, value) in props {
             config.set(&name, &value)?;
@@ -135,6 +149,21 @@ impl BrokerConfig {
             }
             "default.replication.factor" => self.default_replication_factor = parse(name, value)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse(name, value)?,
+            "offsets.topic.num.partitions" => {
+                self.offsets_topic_num_partitions = parse(name, value)?;
+                if self.offsets_topic_num_partitions < 1 {
+                    return Err(invalid("must be at least 1"));
+                }
+            }
+            "group.min.session.timeout.ms" => {
+                self.group.min_session_timeout_ms = parse(name, value)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group.max_session_timeout_ms = parse(name, value)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group.initial_rebalance_delay_ms = parse(name, value)?
+            }
             "log.retention.check.interval.ms" => {
                 self.log_retention_check_interval_ms = parse(name, value)?
             }
@@ -187,6 +216,22 @@ impl BrokerConfig {
             ),
             ("log.flush.interval.ms".into(), d.flush_ms.to_string()),
             ("message.max.bytes".into(), d.max_message_bytes.to_string()),
+            (
+                "log.cleanup.policy".into(),
+                cleanup_policy_value(d.cleanup_policy).into(),
+            ),
+            (
+                "log.cleaner.delete.retention.ms".into(),
+                d.delete_retention_ms.to_string(),
+            ),
+            (
+                "log.cleaner.min.compaction.lag.ms".into(),
+                d.min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "log.cleaner.min.cleanable.ratio".into(),
+                d.min_cleanable_dirty_ratio.to_string(),
+            ),
         ]
     }
 }
@@ -208,6 +253,10 @@ fn broker_to_topic_config(name: &str) -> Option<&'static str> {
         "compression.type" => "compression.type",
         "unclean.leader.election.enable" => "unclean.leader.election.enable",
         "log.message.timestamp.type" => "message.timestamp.type",
+        "log.cleanup.policy" => "cleanup.policy",
+        "log.cleaner.delete.retention.ms" => "delete.retention.ms",
+        "log.cleaner.min.compaction.lag.ms" => "min.compaction.lag.ms",
+        "log.cleaner.min.cleanable.ratio" => "min.cleanable.dirty.ratio",
         _ => return None,
     })
 }
@@ -228,6 +277,9 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "message.timestamp.type",
     "min.insync.replicas",
     "unclean.leader.election.enable",
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
 ];
 
 /// Sets one topic config on a `LogConfig`, validating the value as Kafka would.
@@ -243,8 +295,25 @@ pub fn apply_topic_config(
     };
     match name {
         "cleanup.policy" => {
-            if value != "delete" {
-                return Err(invalid("only cleanup.policy=delete is supported yet"));
+            config.cleanup_policy = parse_cleanup_policy(value)
+                .ok_or_else(|| invalid("expected delete, compact or compact,delete"))?
+        }
+        "delete.retention.ms" => {
+            config.delete_retention_ms = parse(name, value)?;
+            if config.delete_retention_ms < 0 {
+                return Err(invalid("must be 0 or more"));
+            }
+        }
+        "min.compaction.lag.ms" => {
+            config.min_compaction_lag_ms = parse(name, value)?;
+            if config.min_compaction_lag_ms < 0 {
+                return Err(invalid("must be 0 or more"));
+            }
+        }
+        "min.cleanable.dirty.ratio" => {
+            config.min_cleanable_dirty_ratio = parse(name, value)?;
+            if !(0.0..=1.0).contains(&config.min_cleanable_dirty_ratio) {
+                return Err(invalid("must be between 0 and 1"));
             }
         }
         "compression.type" => {
@@ -312,7 +381,10 @@ pub fn apply_topic_config(
 /// The value of one topic config as DescribeConfigs reports it.
 pub fn topic_config_value(config: &LogConfig, name: &str) -> Option<String> {
     Some(match name {
-        "cleanup.policy" => "delete".to_string(),
+        "cleanup.policy" => cleanup_policy_value(config.cleanup_policy).to_string(),
+        "delete.retention.ms" => config.delete_retention_ms.to_string(),
+        "min.compaction.lag.ms" => config.min_compaction_lag_ms.to_string(),
+        "min.cleanable.dirty.ratio" => config.min_cleanable_dirty_ratio.to_string(),
         "compression.type" => "producer".to_string(),
         "min.insync.replicas" => config.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => config.unclean_leader_election_enable.to_string(),
@@ -331,6 +403,34 @@ pub fn topic_config_value(config: &LogConfig, name: &str) -> Option<String> {
         },
         _ => return None,
     })
+}
+
+/// `cleanup.policy` is a list: `delete`, `compact`, or both in either order (spaces
+/// allowed, as Kafka's list parser does). An empty list is not supported.
+fn parse_cleanup_policy(value: &str) -> Option<CleanupPolicy> {
+    let (mut delete, mut compact) = (false, false);
+    for item in value.split(',').map(str::trim) {
+        match item {
+            "delete" => delete = true,
+            "compact" => compact = true,
+            _ => return None,
+        }
+    }
+    match (compact, delete) {
+        (false, true) => Some(CleanupPolicy::Delete),
+        (true, false) => Some(CleanupPolicy::Compact),
+        (true, true) => Some(CleanupPolicy::CompactDelete),
+        (false, false) => None,
+    }
+}
+
+/// `cleanup.policy` as Kafka lists it.
+fn cleanup_policy_value(policy: CleanupPolicy) -> &'static str {
+    match policy {
+        CleanupPolicy::Delete => "delete",
+        CleanupPolicy::Compact => "compact",
+        CleanupPolicy::CompactDelete => "compact,delete",
+    }
 }
 
 /// A topic's effective log config: broker defaults overlaid with its overrides.
@@ -431,5 +531,64 @@ mod tests {
         assert_eq!(c.segment_bytes, defaults.segment_bytes);
         o.insert("segment.bytes".to_string(), "-5".to_string());
         assert!(effective_log_config(&defaults, &o).is_err());
+    }
+
+    #[test]
+    fn cleanup_policy_and_compaction_configs_round_trip() {
+        let mut c = LogConfig::default();
+        assert_eq!(topic_config_value(&c, "cleanup.policy").unwrap(), "delete");
+        for (value, policy, shown) in [
+            ("compact", CleanupPolicy::Compact, "compact"),
+            (
+                "compact,delete",
+                CleanupPolicy::CompactDelete,
+                "compact,delete",
+            ),
+            (
+                "delete, compact",
+                CleanupPolicy::CompactDelete,
+                "compact,delete",
+            ),
+            ("delete", CleanupPolicy::Delete, "delete"),
+        ] {
+            apply_topic_config(&mut c, "cleanup.policy", value).unwrap();
+            assert_eq!(c.cleanup_policy, policy);
+            assert_eq!(topic_config_value(&c, "cleanup.policy").unwrap(), shown);
+        }
+        assert!(apply_topic_config(&mut c, "cleanup.policy", "").is_err());
+        assert!(apply_topic_config(&mut c, "cleanup.policy", "compact,nope").is_err());
+        assert_eq!(c.delete_retention_ms, 86_400_000);
+        assert_eq!(c.min_compaction_lag_ms, 0);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.5);
+        apply_topic_config(&mut c, "delete.retention.ms", "100").unwrap();
+        apply_topic_config(&mut c, "min.compaction.lag.ms", "5").unwrap();
+        apply_topic_config(&mut c, "min.cleanable.dirty.ratio", "0.01").unwrap();
+        assert_eq!(
+            topic_config_value(&c, "delete.retention.ms").unwrap(),
+            "100"
+        );
+        assert_eq!(
+            topic_config_value(&c, "min.compaction.lag.ms").unwrap(),
+            "5"
+        );
+        assert_eq!(
+            topic_config_value(&c, "min.cleanable.dirty.ratio").unwrap(),
+            "0.01"
+        );
+        assert!(apply_topic_config(&mut c, "min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(apply_topic_config(&mut c, "delete.retention.ms", "-1").is_err());
+        for name in TOPIC_CONFIG_NAMES {
+            assert!(topic_config_value(&c, name).is_some(), "{name}");
+        }
+
+        let mut b = BrokerConfig::dev("127.0.0.1:9092".parse().unwrap(), "d".into());
+        b.set("log.cleanup.policy", "compact").unwrap();
+        b.set("log.cleaner.delete.retention.ms", "7").unwrap();
+        b.set("log.cleaner.min.compaction.lag.ms", "8").unwrap();
+        b.set("log.cleaner.min.cleanable.ratio", "0.25").unwrap();
+        let d = &b.log_defaults;
+        assert_eq!(d.cleanup_policy, CleanupPolicy::Compact);
+        assert_eq!((d.delete_retention_ms, d.min_compaction_lag_ms), (7, 8));
+        assert_eq!(d.min_cleanable_dirty_ratio, 0.25);
     }
 }

@@ -11,6 +11,14 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::log::{AppendInfo, Log, LogConfig, LogError, ReadSlice};
+use crate::producer_state::{
+    batch_headers, AppendCheck, ProducerStateManager, SequenceError, PRODUCER_ID_EXPIRATION_MS,
+};
+
+/// Periodic producer-state snapshots: at most this often, or sooner once the log has
+/// grown by `SNAPSHOT_EVERY_OFFSETS`. They bound the log replay after a crash.
+const SNAPSHOT_INTERVAL_MS: i64 = 60_000;
+const SNAPSHOT_EVERY_OFFSETS: i64 = 100_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -31,6 +39,8 @@ pub enum PartitionError {
     },
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    ProducerState(#[from] SequenceError),
 }
 
 /// What a fetch of one partition found.
@@ -48,11 +58,14 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     high_watermark: AtomicI64,
     log: Mutex<Log>,
+    /// Idempotent producers' sequences. Always locked after `log`, never before.
+    producers: Mutex<ProducerStateManager>,
 }
 
 impl Partition {
     pub fn new(topic: String, topic_id: Uuid, index: i32, log: Log) -> Self {
         let high_watermark = AtomicI64::new(log.log_end_offset());
+        let producers = load_producer_state(&topic, index, &log);
         Partition {
             topic,
             topic_id,
@@ -61,6 +74,7 @@ impl Partition {
             leader_epoch: AtomicI32::new(0),
             high_watermark,
             log: Mutex::new(log),
+            producers: Mutex::new(producers),
         }
     }
 
@@ -96,6 +110,10 @@ impl Partition {
     /// Appends a producer's batches as leader. acks=all (-1) is refused up front when
     /// the ISR is smaller than `min.insync.replicas`, as Kafka does. The high watermark
     /// follows the log end while this node is the only replica.
+    ///
+    /// Idempotent batches are checked against the producer state first; a retry of a
+    /// batch already in the log writes nothing and returns the original offsets with
+    /// `record_count` and `bytes` 0 (and no append time), as Kafka answers it.
     pub fn append_as_leader(
         &self,
         records: &mut BytesMut,
@@ -113,7 +131,26 @@ impl Partition {
                 min_isr,
             });
         }
+        let headers = batch_headers(records)?;
+        let mut producers = self.producers.lock();
+        if let AppendCheck::Duplicate {
+            first_offset,
+            last_offset,
+        } = producers.check(&headers)?
+        {
+            tracing::debug!(topic = %self.topic, partition = self.index, first_offset, "duplicate batch not appended again");
+            return Ok(AppendInfo {
+                base_offset: first_offset,
+                last_offset,
+                log_append_time: -1,
+                record_count: 0,
+                bytes: 0,
+            });
+        }
         let info = log.append(records, now_ms)?;
+        // The append rewrote the base offsets (and append times) in `records`.
+        producers.apply_appended(records)?;
+        drop(producers);
         self.high_watermark
             .store(log.log_end_offset(), Ordering::Release);
         Ok(info)
@@ -165,10 +202,16 @@ impl Partition {
         self.log.lock().set_config(config);
     }
 
-    /// Periodic work: time-based flush and roll, then retention.
+    /// Periodic work: time-based flush and roll, producer expiry and snapshots, then
+    /// retention.
     pub fn tick(&self, now_ms: i64, retention: bool) -> Result<usize, LogError> {
         let mut log = self.log.lock();
         log.tick(now_ms)?;
+        // A failed clean is logged, not returned: retention must still run.
+        if let Err(e) = log.compact(now_ms) {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "log compaction failed");
+        }
+        self.tick_producers(&log, now_ms);
         if retention {
             log.apply_retention(now_ms)
         } else {
@@ -180,9 +223,29 @@ impl Partition {
         self.log.lock().flush()
     }
 
-    /// Consumes the partition and closes its log cleanly (clean-shutdown marker).
+    /// Consumes the partition and closes its log cleanly (clean-shutdown marker),
+    /// with a producer-state snapshot at the log end so the restart replays nothing.
     pub fn close(self) -> Result<(), LogError> {
-        self.log.into_inner().close()
+        let log = self.log.into_inner();
+        let mut producers = self.producers.into_inner();
+        if let Err(e) = producers.write_snapshot(log.log_end_offset(), now_ms()) {
+            // Not fatal: the next open rebuilds the state from the log.
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "producer snapshot at close failed");
+        }
+        log.close()
+    }
+
+    /// Expires silent producers and writes a snapshot when one is due. Failures are
+    /// logged, not returned: the log is fine, and the state can be rebuilt from it.
+    fn tick_producers(&self, log: &Log, now_ms: i64) {
+        let mut producers = self.producers.lock();
+        producers.remove_expired(now_ms, PRODUCER_ID_EXPIRATION_MS);
+        let end = log.log_end_offset();
+        if producers.snapshot_due(end, now_ms, SNAPSHOT_INTERVAL_MS, SNAPSHOT_EVERY_OFFSETS) {
+            if let Err(e) = producers.write_snapshot(end, now_ms) {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "producer snapshot failed");
+            }
+        }
     }
 
     pub fn delete(self) -> Result<(), LogError> {
@@ -198,4 +261,21 @@ impl Partition {
             }),
         }
     }
+}
+
+/// The producer state of a freshly opened log. A failure leaves the state empty, which
+/// Kafka's rules treat like producers it has not seen: they are accepted, so a broken
+/// snapshot or unreadable log never stops the partition from serving.
+fn load_producer_state(topic: &str, index: i32, log: &Log) -> ProducerStateManager {
+    match ProducerStateManager::load(log, now_ms()) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::error!(%topic, partition = index, error = %e, "cannot load producer state; starting empty");
+            ProducerStateManager::new(log.dir())
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::replica_manager::now_ms()
 }

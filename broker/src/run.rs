@@ -9,7 +9,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
+use crate::group::GroupCoordinator;
 use crate::metrics::{self, Metrics};
+use crate::producer_state::ProducerIdManager;
 use crate::replica_manager::{ReplicaManager, TopicError};
 use crate::wire::{server, Context};
 
@@ -25,6 +27,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot load consumer groups from __consumer_offsets: {0}")]
+    Groups(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -69,9 +73,25 @@ pub async fn run(
     let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let groups = Arc::new(GroupCoordinator::new(
+        replicas.clone(),
+        config.group.clone(),
+        config.offsets_topic_num_partitions,
+    ));
+    let loaded = {
+        let groups = groups.clone();
+        tokio::task::spawn_blocking(move || groups.load())
+            .await
+            .map_err(|e| StartError::Groups(e.to_string()))?
+            .map_err(|e| StartError::Groups(e.to_string()))?
+    };
+    tracing::info!(records = loaded, "group coordinator loaded");
+    tokio::spawn(tick_groups(groups.clone(), shutdown_rx.clone()));
     let ctx = Context {
         replicas: replicas.clone(),
         metrics,
+        groups,
+        producer_ids: Arc::new(ProducerIdManager::local(&config.log_dir)),
     };
     let serving = tokio::spawn(server::serve(listener, ctx, shutdown_rx.clone()));
     let maintenance = tokio::spawn(maintain(replicas.clone(), shutdown_rx));
@@ -106,6 +126,19 @@ async fn maintain(replicas: Arc<ReplicaManager>, mut shutdown: watch::Receiver<b
         }
         let replicas = replicas.clone();
         let _ = tokio::task::spawn_blocking(move || replicas.tick(retention)).await;
+    }
+}
+
+/// Session timeouts and rebalance deadlines are checked at this pace.
+async fn tick_groups(groups: Arc<GroupCoordinator>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let groups = groups.clone();
+        let _ = tokio::task::spawn_blocking(move || groups.tick()).await;
     }
 }
 

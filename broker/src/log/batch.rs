@@ -38,6 +38,8 @@ const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
+/// KIP-534: set by the cleaner when `baseTimestamp` holds the batch's delete horizon.
+const DELETE_HORIZON_BIT: i16 = 0x40;
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
@@ -139,6 +141,12 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
+    }
+
+    /// KIP-534: the cleaner stored a delete horizon in `base_timestamp`; tombstones in
+    /// this batch may go once it has passed.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_BIT != 0).then_some(self.base_timestamp)
     }
 }
 
@@ -396,6 +404,17 @@ impl<'a> RecordIter<'a> {
     }
 }
 
+/// Decodes the records section of a batch with header `header`, e.g. one the caller
+/// decompressed (the bytes after [`HEADER_LEN`], uncompressed).
+pub fn decode_records(header: BatchHeader, records: &[u8]) -> RecordIter<'_> {
+    RecordIter {
+        header,
+        bytes: records,
+        pos: 0,
+        remaining: header.record_count.max(0),
+    }
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -454,6 +473,75 @@ fn put_nullable_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
         }
         None => put_varlong(out, -1),
     }
+}
+
+/// Appends one v2 record (length-prefixed) to a records section.
+pub(crate) fn put_record(
+    out: &mut Vec<u8>,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&[u8], Option<&[u8]>)],
+) {
+    let mut body = Vec::new();
+    body.push(0); // record attributes: unused in v2
+    put_varlong(&mut body, timestamp_delta);
+    put_varlong(&mut body, offset_delta as i64);
+    put_nullable_bytes(&mut body, key);
+    put_nullable_bytes(&mut body, value);
+    put_varlong(&mut body, headers.len() as i64);
+    for (k, v) in headers {
+        put_nullable_bytes(&mut body, Some(k));
+        put_nullable_bytes(&mut body, *v);
+    }
+    put_varlong(out, body.len() as i64);
+    out.extend_from_slice(&body);
+}
+
+/// The header fields of a rebuilt batch that differ from the batch it replaces.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RebuiltFields {
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub record_count: i32,
+    /// Set the KIP-534 delete-horizon attribute (`base_timestamp` is the horizon).
+    pub delete_horizon: bool,
+}
+
+/// A batch that keeps `original`'s base offset, leader epoch, producer id, epoch,
+/// base sequence and attributes (codec, timestamp type, transactional), with new
+/// record fields and the given (possibly compressed) records section; CRC recomputed.
+pub(crate) fn rebuild_batch(
+    original: &BatchHeader,
+    fields: RebuiltFields,
+    records: &[u8],
+) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    out.extend_from_slice(records);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    let mut attributes = original.attributes & !DELETE_HORIZON_BIT;
+    if fields.delete_horizon {
+        attributes |= DELETE_HORIZON_BIT;
+    }
+    out[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&original.base_offset.to_be_bytes());
+    out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&original.partition_leader_epoch.to_be_bytes());
+    out[MAGIC] = MAGIC_V2 as u8;
+    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&fields.last_offset_delta.to_be_bytes());
+    out[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&fields.base_timestamp.to_be_bytes());
+    out[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&fields.max_timestamp.to_be_bytes());
+    out[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&original.producer_id.to_be_bytes());
+    out[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&original.producer_epoch.to_be_bytes());
+    out[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&original.base_sequence.to_be_bytes());
+    out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&fields.record_count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// A record to put in a batch built by [`build_batch`].

@@ -7,6 +7,27 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// What happens to old data (`cleanup.policy`): deleted by retention, compacted to
+/// the latest record per key, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    Delete,
+    Compact,
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether `retention.ms` / `retention.bytes` apply.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether the cleaner compacts the log (and appends need keys).
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+}
+
 /// Topic-level settings the log honours. Field names follow Kafka's config names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
@@ -34,6 +55,16 @@ pub struct LogConfig {
     pub min_insync_replicas: i32,
     /// `unclean.leader.election.enable`: may an out-of-sync replica become leader.
     pub unclean_leader_election_enable: bool,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long a compacted log keeps tombstones after the
+    /// clean that first kept them.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean once uncleaned bytes reach this share of the
+    /// cleanable bytes.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -51,6 +82,10 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }

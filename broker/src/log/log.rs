@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::batch::{self, BatchHeader};
+use super::cleaner::{self, CleanerParts, CleanerState};
 use super::config::TimestampType;
 use super::index_file::remove_if_exists;
 use super::segment::{self, Segment, SegmentRead, MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES};
@@ -73,12 +74,17 @@ pub struct Log {
     /// Wall-clock ms of the oldest append not yet synced, for `flush.ms`.
     first_unflushed_ms: Option<i64>,
     recovered_unclean: bool,
+    /// Compaction progress (cleaner.rs), persisted beside the segments.
+    cleaner: CleanerState,
 }
 
 impl Log {
     /// Opens the log in `dir` (created if missing), recovering after an unclean stop.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
         fs::create_dir_all(dir)?;
+        // A clean interrupted by a crash leaves `.cleaned`/`.swap` files: settle them
+        // before the segments are listed.
+        cleaner::finish_interrupted_cleans(dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         let bases = list_segments(dir)?;
@@ -130,6 +136,7 @@ impl Log {
             unflushed_records: 0,
             first_unflushed_ms: None,
             recovered_unclean,
+            cleaner: CleanerState::load(dir),
         };
         if log.log_start_offset > log.log_end_offset() {
             // The tail past a DeleteRecords point was lost: restart empty at that point
@@ -219,6 +226,9 @@ impl Log {
                     "batch at byte {pos} has {} records but lastOffsetDelta {}",
                     h.record_count, h.last_offset_delta
                 )));
+            }
+            if self.config.cleanup_policy.compacts() {
+                cleaner::check_keys(&b, &self.dir)?;
             }
             headers.push((pos, h));
         }
@@ -488,6 +498,10 @@ impl Log {
         let start = self.log_start_offset;
         let mut deleted =
             self.delete_oldest_segments_while(|_, next_base, _| Ok(next_base <= start))?;
+        if !self.config.cleanup_policy.deletes() {
+            // cleanup.policy=compact: only the cleaner removes data.
+            return Ok(deleted);
+        }
         let retention_ms = self.config.retention_ms;
         if retention_ms >= 0 {
             let cutoff = now_ms.saturating_sub(retention_ms);
@@ -501,6 +515,18 @@ impl Log {
             })?;
         }
         Ok(deleted)
+    }
+
+    /// What the cleaner (cleaner.rs) works on; it never touches the active segment.
+    pub(super) fn cleaner_parts(&mut self) -> CleanerParts<'_> {
+        CleanerParts {
+            dir: &self.dir,
+            config: &self.config,
+            closed: &mut self.closed,
+            active: &self.active,
+            log_start_offset: self.log_start_offset,
+            state: &mut self.cleaner,
+        }
     }
 
     /// Flushes, trims the active segment's indexes and leaves the clean-shutdown

@@ -5,6 +5,7 @@
 //! role and a high watermark around it.
 
 pub mod batch;
+mod cleaner;
 mod config;
 mod error;
 mod index_file;
@@ -12,9 +13,13 @@ mod index_file;
 #[allow(clippy::module_inception)]
 mod log;
 mod offset_index;
+mod scan;
 mod segment;
 mod time_index;
 
+pub use cleaner::CleanStats;
+pub use config::CleanupPolicy;
 pub use config::{LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, ReadSlice};
+pub use scan::scan_batch_headers;

@@ -309,6 +309,23 @@ impl Segment {
         }
     }
 
+    /// Calls `f(batch bytes)` for every batch in order, reading one batch at a time
+    /// (the cleaner walks whole segments this way).
+    pub fn for_each_batch(
+        &self,
+        mut f: impl FnMut(&[u8]) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let mut pos = 0;
+        let mut buf = Vec::new();
+        while let Some(h) = self.read_header(pos)? {
+            buf.resize(h.size() as usize, 0);
+            self.log.read_exact_at(&mut buf, pos)?;
+            f(&buf)?;
+            pos += h.size();
+        }
+        Ok(())
+    }
+
     fn read_batch(&self, pos: u64, h: &BatchHeader) -> Result<Vec<u8>, LogError> {
         let mut buf = vec![0u8; h.size() as usize];
         self.log.read_exact_at(&mut buf, pos)?;

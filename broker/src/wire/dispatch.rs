@@ -10,7 +10,8 @@ use kafka_protocol::protocol::decode_request_header_from_buffer;
 
 use super::response::{encode, ResponseFrame};
 use super::{
-    admin, api_versions, cluster, configs, fetch, list_offsets, metadata, produce, Context,
+    admin, api_versions, cluster, configs, fetch, groups, init_producer_id, list_offsets, metadata,
+    offsets, produce, Context,
 };
 
 pub enum Outcome {
@@ -43,16 +44,18 @@ pub async fn handle(ctx: &Context, mut frame: Bytes) -> Outcome {
         }
         return Outcome::Close(format!("unsupported version {version} of {api_key:?}"));
     }
-    if let Err(e) = decode_request_header_from_buffer(&mut frame) {
-        return Outcome::Close(format!("malformed {api_key:?} request header: {e}"));
-    }
+    let header = match decode_request_header_from_buffer(&mut frame) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Close(format!("malformed {api_key:?} request header: {e}")),
+    };
+    let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
     let request = match RequestKind::decode(api_key, &mut frame, version) {
         Ok(r) => r,
         Err(e) => return Outcome::Close(format!("malformed {api_key:?} v{version} request: {e}")),
     };
     let api = format!("{api_key:?}");
     let started = Instant::now();
-    let outcome = route(ctx, request, version, correlation_id).await;
+    let outcome = route(ctx, request, version, correlation_id, client_id).await;
     ctx.metrics
         .requests
         .with_label_values(&[api.as_str()])
@@ -64,7 +67,13 @@ pub async fn handle(ctx: &Context, mut frame: Bytes) -> Outcome {
     outcome
 }
 
-async fn route(ctx: &Context, request: RequestKind, version: i16, correlation_id: i32) -> Outcome {
+async fn route(
+    ctx: &Context,
+    request: RequestKind,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+) -> Outcome {
     let c = correlation_id;
     match request {
         RequestKind::ApiVersions(r) => respond(encode(c, version, &api_versions::handle(r))),
@@ -96,6 +105,40 @@ async fn route(ctx: &Context, request: RequestKind, version: i16, correlation_id
             respond(encode(c, version, &configs::incremental_alter(ctx, r)))
         }
         RequestKind::DescribeCluster(r) => respond(encode(c, version, &cluster::describe(ctx, r))),
+        RequestKind::InitProducerId(r) => {
+            respond(encode(c, version, &init_producer_id::handle(ctx, r)))
+        }
+        RequestKind::FindCoordinator(r) => {
+            let response =
+                tokio::task::block_in_place(|| groups::find_coordinator(ctx, r, version));
+            respond(encode(c, version, &response))
+        }
+        RequestKind::JoinGroup(r) => respond(encode(
+            c,
+            version,
+            &groups::join_group(ctx, r, version, client_id).await,
+        )),
+        RequestKind::SyncGroup(r) => respond(encode(c, version, &groups::sync_group(ctx, r).await)),
+        RequestKind::Heartbeat(r) => respond(encode(c, version, &groups::heartbeat(ctx, r))),
+        RequestKind::LeaveGroup(r) => {
+            respond(encode(c, version, &groups::leave_group(ctx, r, version)))
+        }
+        RequestKind::ListGroups(r) => respond(encode(c, version, &groups::list_groups(ctx, r))),
+        RequestKind::DescribeGroups(r) => respond(encode(
+            c,
+            version,
+            &groups::describe_groups(ctx, r, version),
+        )),
+        RequestKind::DeleteGroups(r) => respond(encode(c, version, &groups::delete_groups(ctx, r))),
+        RequestKind::OffsetCommit(r) => {
+            respond(encode(c, version, &offsets::offset_commit(ctx, r, version)))
+        }
+        RequestKind::OffsetFetch(r) => {
+            respond(encode(c, version, &offsets::offset_fetch(ctx, r, version)))
+        }
+        RequestKind::OffsetDelete(r) => {
+            respond(encode(c, version, &offsets::offset_delete(ctx, r)))
+        }
         other => Outcome::Close(format!(
             "no handler for {:?}",
             std::mem::discriminant(&other)

@@ -4,6 +4,7 @@ use kafka_protocol::ResponseError;
 
 use crate::log::LogError;
 use crate::partition::PartitionError;
+use crate::producer_state::SequenceError;
 use crate::replica_manager::TopicError;
 
 pub fn log_error(e: &LogError) -> ResponseError {
@@ -20,6 +21,18 @@ pub fn partition_error(e: &PartitionError) -> ResponseError {
         PartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
         PartitionError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         PartitionError::Log(e) => log_error(e),
+        PartitionError::ProducerState(e) => sequence_error(e),
+    }
+}
+
+pub fn sequence_error(e: &SequenceError) -> ResponseError {
+    match e {
+        SequenceError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        SequenceError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        SequenceError::TransactionsUnsupported { .. } => ResponseError::InvalidTxnState,
+        SequenceError::InvalidProducerFields { .. } | SequenceError::MixedDuplicates => {
+            ResponseError::InvalidRecord
+        }
     }
 }
 
