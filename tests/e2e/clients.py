@@ -58,7 +58,7 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 1, config: dict |
 def producer(bootstrap: str, **conf) -> Producer:
     base = {
         "bootstrap.servers": bootstrap,
-        "enable.idempotence": False,  # issue 4: no InitProducerId yet
+        "enable.idempotence": False,  # most tests need no idempotence; test_idempotence.py turns it on
         "linger.ms": 5,
         "message.timeout.ms": 30000,
         "request.timeout.ms": 15000,

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 import pytest
-from broker_process import cache_dir, kafka_jars, kafka_version
+from broker_process import cache_dir, kafka_jars, kafka_version, target
 from clients import consume_range, create_topic, produce_all, producer
 from kafka_wire import Conn, _str, _varint, header_v1, produce
 
@@ -233,9 +233,12 @@ def produce_three_batches(broker, topic) -> tuple[int, list[bytes]]:
 
 
 def assert_state_survived(broker, topic, pid: int, batches: list[bytes]) -> None:
-    # Retries of the last batch and of the first are still recognised ...
+    # A retry of the last batch is still recognised ...
     assert produce(broker.port, topic, 0, batches[2], acks=-1) == (ERR_NONE, 3)
-    assert produce(broker.port, topic, 0, batches[0], acks=-1) == (ERR_NONE, 0)
+    if target() == "rill":
+        # ... and of older ones: Rill keeps all five in snapshots and rebuilds them from
+        # the log, where Apache Kafka restores only each producer's last batch.
+        assert produce(broker.port, topic, 0, batches[0], acks=-1) == (ERR_NONE, 0)
     # ... and the sequence continues where it was, gaps still refused.
     err, _ = produce(broker.port, topic, 0, idempotent_batch([b"gap"], pid, 0, 7), acks=-1)
     assert err == ERR_OUT_OF_ORDER_SEQUENCE_NUMBER

@@ -38,8 +38,10 @@ pub fn find_coordinator(
     let config = ctx.replicas.config();
     let lookup = |key: &str| -> Result<(), ResponseError> {
         if request.key_type != KEY_TYPE_GROUP {
-            // Transactions and share groups are not implemented: say so plainly.
-            return Err(ResponseError::CoordinatorNotAvailable);
+            // Transactions and share groups are not implemented. A retriable error would
+            // leave a transactional producer waiting out max.block.ms; this one fails
+            // it at once, as InitProducerId does for a transactional id.
+            return Err(ResponseError::UnsupportedVersion);
         }
         ctx.groups.find_coordinator(key)
     };
