@@ -695,18 +695,14 @@ impl Group {
         instance: Option<&str>,
         generation: i32,
     ) -> Result<(), ResponseError> {
-        if generation < 0 && member_id.is_empty() {
-            return if self.members.is_empty() {
-                Ok(())
-            } else {
-                Err(ResponseError::IllegalGeneration)
-            };
+        // Kafka's order of checks (GroupCoordinator.handleCommitOffsets).
+        if generation < 0 && self.members.is_empty() {
+            return Ok(());
         }
-        self.check_member(member_id, instance, generation)?;
         if self.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
         }
-        Ok(())
+        self.check_member(member_id, instance, generation)
     }
 
     /// Topics the live members subscribe to (for OffsetDelete).
@@ -1054,9 +1050,10 @@ mod tests {
             g.validate_commit(&a.member_id, None, 7),
             Err(ResponseError::IllegalGeneration)
         );
+        // A standalone commit into a live group: Kafka checks the member first.
         assert_eq!(
             g.validate_commit("", None, -1),
-            Err(ResponseError::IllegalGeneration)
+            Err(ResponseError::UnknownMemberId)
         );
         assert_eq!(g.leave(&a.member_id, None, now), Ok(true));
         assert_eq!(g.state, GroupState::Empty);
