@@ -247,9 +247,18 @@ def test_admin_lists_describes_and_deletes_groups(broker, topic):
         assert {tp.partition: tp.offset for tp in offsets.topic_partitions} == {0: 3, 1: 3}
     finally:
         m.stop()
-    # Empty now: OffsetDelete, then DeleteGroups.
+    # Empty now: offsets can be altered (metadata round-trips), then the group deleted.
     d = a.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=30)
     assert d.state == ConsumerGroupState.EMPTY
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    altered = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 1, metadata="meta-0")])
+    a.alter_consumer_group_offsets([altered], request_timeout=15)[group].result(timeout=30)
+    offsets = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(
+        timeout=30
+    )
+    assert {tp.partition: tp.offset for tp in offsets.topic_partitions} == {0: 1, 1: 3}
+    assert {tp.partition: tp.metadata for tp in offsets.topic_partitions}[0] == "meta-0"
     a.delete_consumer_groups([group], request_timeout=15)[group].result(timeout=30)
     d = a.describe_consumer_groups([group], request_timeout=15)[group]
     try:
@@ -320,3 +329,13 @@ def test_java_console_consumer_group_resumes_and_group_command_describes(broker,
     rows = [line.split() for line in described.splitlines() if line.startswith(group)]
     # GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG ...
     assert sorted((int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows) == [(0, 10, 10, 0), (1, 10, 10, 0)]
+
+    # OffsetDelete (kafka-consumer-groups --delete-offsets) on the now empty group.
+    java(
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        "--bootstrap-server", broker.bootstrap, "--delete-offsets", "--group", group, "--topic", f"{topic}:0",
+    )
+    c = consumer(broker.bootstrap, **{"group.id": group})
+    committed = c.committed([TopicPartition(topic, p) for p in range(2)], timeout=20)
+    c.close()
+    assert {tp.partition: tp.offset for tp in committed} == {0: -1001, 1: 10}
