@@ -210,6 +210,10 @@ impl ReplicaManager {
 
     /// DeleteTopics: the metadata goes first, then the partitions and their files.
     pub fn delete_topic(&self, name: &str) -> Result<TopicRecord, TopicError> {
+        // Deleting `__consumer_offsets` would silently drop every committed offset.
+        if name == crate::group::OFFSETS_TOPIC {
+            return Err(TopicError::InternalTopic(name.to_string()));
+        }
         let record = self
             .metadata
             .lock()
@@ -377,6 +381,64 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_are_created_grown_and_deleted_but_internal_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::dev("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        let rm = ReplicaManager::open(config.clone()).unwrap();
+        let t = rm
+            .create_topic("orders", 2, 1, BTreeMap::new(), false)
+            .unwrap();
+        assert_eq!(t.partitions, 2);
+        assert!(dir.path().join("orders-1").is_dir());
+        assert!(matches!(
+            rm.create_topic("orders", 1, 1, BTreeMap::new(), false),
+            Err(TopicError::TopicAlreadyExists(_))
+        ));
+        assert!(matches!(
+            rm.create_topic("bad", 0, 1, BTreeMap::new(), false),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            rm.create_topic(
+                "bad",
+                MAX_PARTITIONS_PER_TOPIC + 1,
+                1,
+                BTreeMap::new(),
+                false
+            ),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            rm.create_topic("bad", 1, 3, BTreeMap::new(), false),
+            Err(TopicError::InvalidReplicationFactor(_))
+        ));
+        assert_eq!(
+            rm.create_partitions("orders", 3, false).unwrap().partitions,
+            3
+        );
+        assert!(rm.partition("orders", 2).is_some());
+        assert!(matches!(
+            rm.create_partitions("orders", 3, false),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        rm.create_topic(crate::group::OFFSETS_TOPIC, 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        assert!(matches!(
+            rm.delete_topic(crate::group::OFFSETS_TOPIC),
+            Err(TopicError::InternalTopic(_))
+        ));
+        assert_eq!(rm.delete_topic("orders").unwrap().partitions, 3);
+        assert!(!dir.path().join("orders-0").exists());
+        assert!(rm.partition("orders", 0).is_none());
+        rm.shutdown();
+        // Reopened: the internal topic is still there, the deleted one is not.
+        let rm = ReplicaManager::open(config).unwrap();
+        assert!(rm.topic(crate::group::OFFSETS_TOPIC).is_some());
+        assert!(rm.topic("orders").is_none());
+        rm.shutdown();
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {
