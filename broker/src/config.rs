@@ -161,6 +161,13 @@ impl BrokerConfig {
             "group.max.session.timeout.ms" => {
                 self.group.max_session_timeout_ms = parse(name, value)?
             }
+            "offsets.retention.minutes" => {
+                let minutes: i64 = parse(name, value)?;
+                if minutes < 1 {
+                    return Err(invalid("must be at least 1"));
+                }
+                self.group.offsets_retention_ms = minutes.saturating_mul(60_000);
+            }
             "group.initial.rebalance.delay.ms" => {
                 self.group.initial_rebalance_delay_ms = parse(name, value)?
             }

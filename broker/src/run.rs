@@ -129,16 +129,31 @@ async fn maintain(replicas: Arc<ReplicaManager>, mut shutdown: watch::Receiver<b
     }
 }
 
+/// How often committed offsets are checked for expiry (Kafka's
+/// `offsets.retention.check.interval.ms` is 10 minutes; the check is cheap).
+const OFFSET_EXPIRY_CHECK: Duration = Duration::from_secs(5);
+
 /// Session timeouts and rebalance deadlines are checked at this pace.
 async fn tick_groups(groups: Arc<GroupCoordinator>, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut last_expiry = Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
+        let expire = last_expiry.elapsed() >= OFFSET_EXPIRY_CHECK;
+        if expire {
+            last_expiry = Instant::now();
+        }
         let groups = groups.clone();
-        let _ = tokio::task::spawn_blocking(move || groups.tick()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            groups.tick();
+            if expire {
+                groups.expire_offsets(crate::replica_manager::now_ms());
+            }
+        })
+        .await;
     }
 }
 

@@ -67,14 +67,16 @@ impl GroupCoordinator {
         }
     }
 
-    /// Kafka's choice: `abs(groupId.hashCode) % partitions`, with Java's String hash, so
-    /// a group lands on the same partition number as in Apache Kafka.
+    /// Kafka's choice: `Utils.abs(groupId.hashCode) % partitions`, with Java's String
+    /// hash, so a group lands on the same partition number as in Apache Kafka.
     pub fn partition_for(&self, group_id: &str) -> i32 {
         let mut h: i32 = 0;
         for unit in group_id.encode_utf16() {
             h = h.wrapping_mul(31).wrapping_add(unit as i32);
         }
-        (h & 0x7fff_ffff) % self.num_partitions
+        // Kafka's Utils.abs: |h|, and 0 for i32::MIN (whose |h| does not exist).
+        let abs = if h == i32::MIN { 0 } else { h.abs() };
+        abs % self.num_partitions
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet (Kafka does so on the
@@ -596,6 +598,59 @@ impl GroupCoordinator {
             }
         }
     }
+
+    /// Deletes expired committed offsets (`offsets.retention.minutes`) with tombstones,
+    /// and forgets groups left with neither members nor offsets. Returns how many
+    /// offsets were deleted.
+    pub fn expire_offsets(&self, now_ms: i64) -> usize {
+        let mut groups = self.groups.lock();
+        let mut deleted = 0;
+        let mut forgotten = Vec::new();
+        for group in groups.values_mut() {
+            let expired = group.expired_offsets(now_ms, self.config.offsets_retention_ms);
+            if expired.is_empty() {
+                continue;
+            }
+            let Ok(partition) = self.coordinator_partition(&group.id) else {
+                continue;
+            };
+            let mut entries: Vec<(Bytes, Option<Bytes>)> = expired
+                .iter()
+                .map(|(topic, p)| {
+                    let key = RecordKey::OffsetCommit {
+                        group: group.id.clone(),
+                        topic: topic.clone(),
+                        partition: *p,
+                    };
+                    (records::encode_key(&key), None)
+                })
+                .collect();
+            let forget = group.offsets.len() == expired.len();
+            if forget {
+                entries.push((
+                    records::encode_key(&RecordKey::GroupMetadata {
+                        group: group.id.clone(),
+                    }),
+                    None,
+                ));
+            }
+            if self.persist(&partition, &entries).is_err() {
+                continue;
+            }
+            for tp in &expired {
+                group.offsets.remove(tp);
+            }
+            deleted += expired.len();
+            if forget {
+                forgotten.push(group.id.clone());
+            }
+        }
+        for id in forgotten {
+            tracing::info!(group = %id, "group expired: no members and no offsets left");
+            groups.remove(&id);
+        }
+        deleted
+    }
 }
 
 fn join_error(error: ResponseError, member_id: &str) -> JoinResponse {
@@ -611,5 +666,118 @@ fn sync_error(error: ResponseError) -> SyncResponse {
     SyncResponse {
         error: Some(error),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn commit(c: &GroupCoordinator, group: &str, topic: &str, partition: i32, offset: i64) {
+        let results = c
+            .commit_offsets(
+                group,
+                "",
+                None,
+                -1,
+                vec![CommitRequest {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: Some(format!("m{offset}")),
+                }],
+            )
+            .unwrap();
+        assert_eq!(results, vec![Ok(())]);
+    }
+
+    fn committed(
+        c: &GroupCoordinator,
+        group: &str,
+        topic: &str,
+    ) -> Vec<(i32, Option<(i64, String)>)> {
+        let found = c
+            .fetch_offsets(group, Some(vec![(topic.to_string(), vec![0, 1])]))
+            .unwrap();
+        found[0]
+            .1
+            .iter()
+            .map(|(p, v)| (*p, v.as_ref().map(|v| (v.offset, v.metadata.clone()))))
+            .collect()
+    }
+
+    /// Commits are records in `__consumer_offsets`: a new coordinator over the same
+    /// logs sees them, and expiry writes tombstones that a reload honours too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_survive_a_reload_and_expire_with_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::dev("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        let group_config = GroupConfig {
+            offsets_retention_ms: 60_000,
+            ..config.group.clone()
+        };
+        let replicas = Arc::new(ReplicaManager::open(config.clone()).unwrap());
+        replicas
+            .create_topic("t", 2, 1, BTreeMap::new(), false)
+            .unwrap();
+        let c = GroupCoordinator::new(replicas.clone(), group_config.clone(), 3);
+        c.find_coordinator("g").unwrap();
+        commit(&c, "g", "t", 0, 5);
+        commit(&c, "g", "t", 1, 7);
+        commit(&c, "g", "t", 0, 6);
+        assert_eq!(
+            committed(&c, "g", "t"),
+            vec![(0, Some((6, "m6".into()))), (1, Some((7, "m7".into())))]
+        );
+        // An unknown topic is refused per partition, not for the request.
+        let r = c
+            .commit_offsets(
+                "g",
+                "",
+                None,
+                -1,
+                vec![CommitRequest {
+                    topic: "nope".into(),
+                    partition: 0,
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            )
+            .unwrap();
+        assert_eq!(r, vec![Err(ResponseError::UnknownTopicOrPartition)]);
+
+        let reloaded = GroupCoordinator::new(replicas.clone(), group_config.clone(), 3);
+        assert!(reloaded.load().unwrap() >= 3);
+        assert_eq!(committed(&reloaded, "g", "t"), committed(&c, "g", "t"));
+
+        // Not yet old enough, then expired.
+        assert_eq!(reloaded.expire_offsets(now_ms()), 0);
+        assert_eq!(reloaded.expire_offsets(now_ms() + 61_000), 2);
+        assert_eq!(committed(&reloaded, "g", "t"), vec![(0, None), (1, None)]);
+        assert!(
+            reloaded.list_groups().is_empty(),
+            "a group with nothing left is forgotten"
+        );
+
+        let again = GroupCoordinator::new(replicas.clone(), group_config, 3);
+        again.load().unwrap();
+        assert_eq!(committed(&again, "g", "t"), vec![(0, None), (1, None)]);
+        replicas.shutdown();
+    }
+
+    #[test]
+    fn the_partition_of_a_group_is_kafkas() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::dev("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        let replicas = Arc::new(ReplicaManager::open(config).unwrap());
+        let c = GroupCoordinator::new(replicas, GroupConfig::default(), 50);
+        // Values from Java: Utils.abs(g.hashCode()) % 50.
+        assert_eq!(c.partition_for("my-group"), 12); // hashCode -1906497762
+        assert_eq!(c.partition_for("console-consumer-1"), 24);
+        assert_eq!(c.partition_for("g"), 3);
+        assert_eq!(c.partition_for(""), 0);
     }
 }

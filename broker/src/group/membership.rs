@@ -43,6 +43,9 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     /// `group.initial.rebalance.delay.ms`
     pub initial_rebalance_delay_ms: i32,
+    /// `offsets.retention.minutes`, in ms: committed offsets of a group that has been
+    /// empty this long (or, for standalone commits, that are this old) are deleted.
+    pub offsets_retention_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -51,6 +54,7 @@ impl Default for GroupConfig {
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -153,6 +157,8 @@ pub struct Group {
     initial_delay: Duration,
     initial_delay_until: Option<Instant>,
     pub offsets: HashMap<(String, i32), OffsetCommitValue>,
+    /// Wall-clock ms since which the group has had no member (offset expiry).
+    pub empty_since_ms: Option<i64>,
 }
 
 impl Group {
@@ -170,6 +176,7 @@ impl Group {
             initial_delay: Duration::from_millis(config.initial_rebalance_delay_ms.max(0) as u64),
             initial_delay_until: None,
             offsets: HashMap::new(),
+            empty_since_ms: None,
         }
     }
 
@@ -705,6 +712,30 @@ impl Group {
         self.check_member(member_id, instance, generation)
     }
 
+    /// Offsets due for deletion at `now_ms` (Kafka's KIP-211 rules): all of them once a
+    /// managed group has been empty for the retention period; for a group that never
+    /// had members (standalone commits), each offset once it is that old.
+    pub fn expired_offsets(&mut self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+        if !self.members.is_empty() {
+            self.empty_since_ms = None;
+            return Vec::new();
+        }
+        let empty_since = *self.empty_since_ms.get_or_insert(now_ms);
+        let managed = self.protocol_type.is_some();
+        self.offsets
+            .iter()
+            .filter(|(_, v)| {
+                let since = if managed {
+                    empty_since
+                } else {
+                    v.commit_timestamp
+                };
+                now_ms.saturating_sub(since) >= retention_ms
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Topics the live members subscribe to (for OffsetDelete).
     pub fn subscribed_topics(&self) -> Vec<String> {
         let protocol = self.protocol.clone().unwrap_or_default();
@@ -771,6 +802,9 @@ impl Group {
                 },
             );
         }
+        // Persisted when the group last changed state: for an empty group, when it emptied.
+        self.empty_since_ms =
+            (value.current_state_timestamp >= 0).then_some(value.current_state_timestamp);
         self.state = if self.members.is_empty() {
             GroupState::Empty
         } else {
@@ -1137,6 +1171,31 @@ mod tests {
             &config(),
         );
         assert_eq!(g.protocol.as_deref(), Some("cooperative-sticky"));
+    }
+
+    #[test]
+    fn a_managed_groups_offsets_expire_only_after_it_has_been_empty_long_enough() {
+        let now = Instant::now();
+        let mut g = Group::new("g".into(), &config());
+        let a = join_new(&mut g, now).try_recv().unwrap();
+        sync(&mut g, &a.member_id, 1, vec![], now);
+        let old = OffsetCommitValue {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+        };
+        g.offsets.insert(("t".into(), 0), old);
+        // Live members keep even ancient commits.
+        assert!(g.expired_offsets(1_000_000, 1000).is_empty());
+        assert_eq!(g.leave(&a.member_id, None, now), Ok(true));
+        // Empty from 2_000_000 on: the retention counts from then, not from the commit.
+        assert!(g.expired_offsets(2_000_000, 1000).is_empty());
+        assert!(g.expired_offsets(2_000_999, 1000).is_empty());
+        assert_eq!(
+            g.expired_offsets(2_001_000, 1000),
+            vec![("t".to_string(), 0)]
+        );
     }
 
     #[test]
