@@ -207,6 +207,31 @@ def test_offsets_for_times_and_watermarks(broker, topic):
         assert res.offset == want, (spec, res.offset)
 
 
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_offsets_for_times_inside_a_compressed_batch(broker, topic, codec):
+    create_topic(broker.bootstrap, topic)
+    base_ts = int(time.time() * 1000) - 600_000
+    n = 20
+    # One request, one compressed batch holding all 20 records.
+    p = producer(broker.bootstrap, acks=1, **{"linger.ms": 1000, "compression.type": codec})
+    produce_all(p, topic, [{"partition": 0, "value": f"v{i}".encode(), "timestamp": base_ts + i * 1000} for i in range(n)])
+    assert watermarks(broker.bootstrap, topic) == (0, n)
+    if broker.kind == "rill":
+        # The point of the test: the records share one batch on disk.
+        from broker_process import newest_segment
+
+        data = newest_segment(broker.partition_dir(topic)).read_bytes()
+        assert int.from_bytes(data[8:12], "big") + 12 == len(data), "expected exactly one batch"
+    c = consumer(broker.bootstrap)
+    try:
+        for ts, want in [(base_ts, 0), (base_ts + 5500, 6), (base_ts + 19_000, 19), (base_ts + 19_001, -1)]:
+            (tp,) = c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=10)
+            assert tp.error is None
+            assert tp.offset == want, (ts - base_ts, tp.offset)
+    finally:
+        c.close()
+
+
 def test_delete_records_moves_low_watermark(broker, topic):
     create_topic(broker.bootstrap, topic)
     p = producer(broker.bootstrap, acks=1)

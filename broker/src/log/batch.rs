@@ -248,10 +248,13 @@ impl<'a> RecordBatch<'a> {
             return Ok(None);
         }
         // With LogAppendTime every record carries the batch's max timestamp.
-        let Some(records) = self.records().filter(|_| !h.is_log_append_time()) else {
+        if h.is_log_append_time() {
             return Ok(Some((h.base_offset.max(min_offset), h.max_timestamp)));
-        };
-        for record in records {
+        }
+        // Compressed batches are opened here, as Kafka does for ListOffsets, so the
+        // answer is the exact record, not the start of its batch.
+        let section = super::codec::records_section(self)?;
+        for record in decode_records(*h, &section) {
             let record = record?;
             if record.offset >= min_offset && record.timestamp >= timestamp {
                 return Ok(Some((record.offset, record.timestamp)));
@@ -823,16 +826,27 @@ mod tests {
     }
 
     #[test]
-    fn compressed_batch_answers_at_batch_granularity() {
-        let mut bytes = sample();
-        set_base_offset(&mut bytes, 10);
-        // Pretend it is gzip: the records are then opaque to us.
+    fn compressed_batch_is_opened_for_the_exact_record() {
+        let plain = sample();
+        // The same records, gzip-compressed, under the same header.
+        let compressed = super::super::codec::compress(1, &plain[HEADER_LEN..]).unwrap();
+        let mut bytes = plain[..HEADER_LEN].to_vec();
+        bytes.extend_from_slice(&compressed);
+        let batch_length = (bytes.len() - LOG_OVERHEAD) as i32;
+        bytes[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
         bytes[ATTRIBUTES + 1] |= 1;
         let crc = crc32c::crc32c(&bytes[ATTRIBUTES..]);
         bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        set_base_offset(&mut bytes, 10);
         let batch = RecordBatch::parse(&bytes).unwrap();
-        assert!(batch.records().is_none());
-        assert_eq!(batch.find_timestamp(1100, 0).unwrap(), Some((10, 1500)));
-        assert_eq!(batch.find_timestamp(1100, 11).unwrap(), Some((11, 1500)));
+        assert!(
+            batch.records().is_none(),
+            "records() reads only uncompressed batches"
+        );
+        // Same answers as for the uncompressed batch.
+        assert_eq!(batch.find_timestamp(900, 0).unwrap(), Some((10, 1000)));
+        assert_eq!(batch.find_timestamp(1100, 0).unwrap(), Some((11, 1500)));
+        assert_eq!(batch.find_timestamp(1200, 12).unwrap(), Some((12, 1200)));
+        assert_eq!(batch.find_timestamp(1501, 0).unwrap(), None);
     }
 }

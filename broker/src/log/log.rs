@@ -335,9 +335,8 @@ impl Log {
     }
 
     /// ListOffsets by timestamp: the earliest offset at or after the log start whose
-    /// record timestamp is >= `timestamp`, with that timestamp. Exact for uncompressed
-    /// batches; a compressed batch answers with its base offset and max timestamp (we
-    /// never decompress).
+    /// record timestamp is >= `timestamp`, with that timestamp. Compressed batches are
+    /// decompressed for this, as Kafka does, so the answer is always the exact record.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
         for seg in self.segments_from(self.log_start_offset) {
             if let Some(found) = seg.offset_for_timestamp(timestamp, self.log_start_offset)? {
@@ -348,7 +347,8 @@ impl Log {
     }
 
     /// ListOffsets MAX_TIMESTAMP: (offset, timestamp) of the record with the largest
-    /// timestamp, the earliest such on ties; exact for uncompressed batches.
+    /// timestamp, the earliest such on ties (a LogAppendTime batch answers with its
+    /// base offset).
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let mut best: Option<&Segment> = None;
         for seg in self.segments_from(self.log_start_offset) {

@@ -6,6 +6,7 @@
 
 pub mod batch;
 mod cleaner;
+mod codec;
 mod config;
 mod error;
 mod index_file;

@@ -398,8 +398,8 @@ impl Segment {
         };
         while let Some(h) = self.read_header(pos)? {
             if h.max_timestamp >= timestamp && h.last_offset() >= min_offset {
-                if h.is_compressed() || h.is_log_append_time() {
-                    // Batch granularity: we never decompress.
+                if h.is_log_append_time() {
+                    // Every record of the batch carries its max timestamp.
                     return Ok(Some((h.base_offset.max(min_offset), h.max_timestamp)));
                 }
                 let bytes = self.read_batch(pos, &h)?;
@@ -413,13 +413,13 @@ impl Segment {
         Ok(None)
     }
 
-    /// The record with this segment's largest timestamp: exact for uncompressed
-    /// batches, the batch's base offset otherwise. `None` if the segment is empty.
+    /// The record with this segment's largest timestamp (for LogAppendTime batches, the
+    /// batch's base offset). `None` if the segment is empty.
     pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, LogError> {
         let Some((pos, h)) = self.find_batch(self.offset_of_max_timestamp)? else {
             return Ok(None);
         };
-        if !h.is_compressed() && !h.is_log_append_time() {
+        if !h.is_log_append_time() {
             let bytes = self.read_batch(pos, &h)?;
             if let Some(found) = RecordBatch::parse(&bytes)?.find_timestamp(h.max_timestamp, 0)? {
                 return Ok(Some(found));
