@@ -127,6 +127,12 @@ impl ReplicaManager {
         self.metadata.lock().topic(name).cloned()
     }
 
+    /// The name of the topic with this id: what produce and fetch v13+ need, without
+    /// copying the topic's configs.
+    pub fn topic_name_by_id(&self, id: Uuid) -> Option<String> {
+        self.metadata.lock().topic_by_id(id).map(|t| t.name.clone())
+    }
+
     pub fn topic_by_id(&self, id: Uuid) -> Option<TopicRecord> {
         self.metadata.lock().topic_by_id(id).cloned()
     }

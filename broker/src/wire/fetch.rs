@@ -82,17 +82,8 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
     let read_committed = request.isolation_level == 1;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
-        let (record, unknown) = if version >= 13 {
-            (
-                ctx.replicas.topic_by_id(topic.topic_id),
-                ResponseError::UnknownTopicId,
-            )
-        } else {
-            (
-                ctx.replicas.topic(topic.topic.0.as_str()),
-                ResponseError::UnknownTopicOrPartition,
-            )
-        };
+        let (name, unknown) =
+            super::topic_for_partitions(ctx, version >= 13, &topic.topic, topic.topic_id);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let mut data = PartitionData::default()
@@ -103,9 +94,9 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_aborted_transactions(read_committed.then(Vec::new))
                 .with_records(Some(Bytes::new()));
-            let partition = record
-                .as_ref()
-                .and_then(|t| ctx.replicas.partition(&t.name, p.partition));
+            let partition = name
+                .as_deref()
+                .and_then(|t| ctx.replicas.partition(t, p.partition));
             let Some(partition) = partition else {
                 has_error = true;
                 partitions.push(data.with_error_code(unknown.code()));

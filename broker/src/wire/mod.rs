@@ -36,3 +36,25 @@ pub struct Context {
 }
 
 pub use api_versions::supported_versions;
+
+/// The topic a produce or fetch names (by id from v13, by name before), and the error
+/// for partitions that cannot be found under it. Existence is left to the partition
+/// lookup, so the hot paths read no topic metadata when topics come by name.
+fn topic_for_partitions(
+    ctx: &Context,
+    by_id: bool,
+    name: &kafka_protocol::messages::TopicName,
+    id: uuid::Uuid,
+) -> (Option<String>, kafka_protocol::ResponseError) {
+    if by_id {
+        (
+            ctx.replicas.topic_name_by_id(id),
+            kafka_protocol::ResponseError::UnknownTopicId,
+        )
+    } else {
+        (
+            Some(name.0.to_string()),
+            kafka_protocol::ResponseError::UnknownTopicOrPartition,
+        )
+    }
+}

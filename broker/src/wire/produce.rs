@@ -21,17 +21,8 @@ pub fn handle(ctx: &Context, request: ProduceRequest, version: i16) -> Option<Pr
             .topic_data
             .into_iter()
             .map(|topic| {
-                // v13 names topics by id only.
-                let record = if version >= 13 {
-                    ctx.replicas.topic_by_id(topic.topic_id)
-                } else {
-                    ctx.replicas.topic(topic.name.0.as_str())
-                };
-                let unknown = if version >= 13 {
-                    ResponseError::UnknownTopicId
-                } else {
-                    ResponseError::UnknownTopicOrPartition
-                };
+                let (name, unknown) =
+                    super::topic_for_partitions(ctx, version >= 13, &topic.name, topic.topic_id);
                 let partition_responses = topic
                     .partition_data
                     .into_iter()
@@ -44,9 +35,9 @@ pub fn handle(ctx: &Context, request: ProduceRequest, version: i16) -> Option<Pr
                         if !matches!(acks, -1..=1) {
                             return base.with_error_code(ResponseError::InvalidRequiredAcks.code());
                         }
-                        let Some(partition) = record
-                            .as_ref()
-                            .and_then(|t| ctx.replicas.partition(&t.name, p.index))
+                        let Some(partition) = name
+                            .as_deref()
+                            .and_then(|t| ctx.replicas.partition(t, p.index))
                         else {
                             return base.with_error_code(unknown.code());
                         };
