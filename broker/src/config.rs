@@ -142,18 +142,12 @@ impl BrokerConfig {
             }
             "auto.create.topics.enable" => self.auto_create_topics_enable = parse(name, value)?,
             "num.partitions" => {
-                self.num_partitions = parse(name, value)?;
-                if self.num_partitions < 1 {
-                    return Err(invalid("must be at least 1"));
-                }
+                self.num_partitions = parse_at_least(name, value, 1)?;
             }
             "default.replication.factor" => self.default_replication_factor = parse(name, value)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse(name, value)?,
             "offsets.topic.num.partitions" => {
-                self.offsets_topic_num_partitions = parse(name, value)?;
-                if self.offsets_topic_num_partitions < 1 {
-                    return Err(invalid("must be at least 1"));
-                }
+                self.offsets_topic_num_partitions = parse_at_least(name, value, 1)?;
             }
             "group.min.session.timeout.ms" => {
                 self.group.min_session_timeout_ms = parse(name, value)?
@@ -162,10 +156,7 @@ impl BrokerConfig {
                 self.group.max_session_timeout_ms = parse(name, value)?
             }
             "offsets.retention.minutes" => {
-                let minutes: i64 = parse(name, value)?;
-                if minutes < 1 {
-                    return Err(invalid("must be at least 1"));
-                }
+                let minutes: i64 = parse_at_least(name, value, 1)?;
                 self.group.offsets_retention_ms = minutes.saturating_mul(60_000);
             }
             "group.initial.rebalance.delay.ms" => {
@@ -306,16 +297,10 @@ pub fn apply_topic_config(
                 .ok_or_else(|| invalid("expected delete, compact or compact,delete"))?
         }
         "delete.retention.ms" => {
-            config.delete_retention_ms = parse(name, value)?;
-            if config.delete_retention_ms < 0 {
-                return Err(invalid("must be 0 or more"));
-            }
+            config.delete_retention_ms = parse_at_least(name, value, 0)?;
         }
         "min.compaction.lag.ms" => {
-            config.min_compaction_lag_ms = parse(name, value)?;
-            if config.min_compaction_lag_ms < 0 {
-                return Err(invalid("must be 0 or more"));
-            }
+            config.min_compaction_lag_ms = parse_at_least(name, value, 0)?;
         }
         "min.cleanable.dirty.ratio" => {
             config.min_cleanable_dirty_ratio = parse(name, value)?;
@@ -331,45 +316,27 @@ pub fn apply_topic_config(
             }
         }
         "min.insync.replicas" => {
-            config.min_insync_replicas = parse(name, value)?;
-            if config.min_insync_replicas < 1 {
-                return Err(invalid("must be at least 1"));
-            }
+            config.min_insync_replicas = parse_at_least(name, value, 1)?;
         }
         "unclean.leader.election.enable" => {
             config.unclean_leader_election_enable = parse(name, value)?
         }
         "segment.bytes" => {
-            config.segment_bytes = parse(name, value)?;
-            if config.segment_bytes < 14 {
-                return Err(invalid("must be at least 14"));
-            }
+            config.segment_bytes = parse_at_least(name, value, 14)?;
         }
         "segment.ms" => {
-            config.segment_ms = parse(name, value)?;
-            if config.segment_ms < 1 {
-                return Err(invalid("must be at least 1"));
-            }
+            config.segment_ms = parse_at_least(name, value, 1)?;
         }
         "segment.index.bytes" => {
-            config.segment_index_bytes = parse(name, value)?;
-            if config.segment_index_bytes < 12 {
-                return Err(invalid("must be at least 12"));
-            }
+            config.segment_index_bytes = parse_at_least(name, value, 12)?;
         }
         "index.interval.bytes" => config.index_interval_bytes = parse(name, value)?,
         "retention.ms" => {
-            config.retention_ms = parse(name, value)?;
-            if config.retention_ms < -1 {
-                return Err(invalid("must be -1 or more"));
-            }
+            config.retention_ms = parse_at_least(name, value, -1)?;
         }
         "retention.bytes" => config.retention_bytes = parse(name, value)?,
         "flush.messages" => {
-            config.flush_messages = parse(name, value)?;
-            if config.flush_messages < 1 {
-                return Err(invalid("must be at least 1"));
-            }
+            config.flush_messages = parse_at_least(name, value, 1)?;
         }
         "flush.ms" => config.flush_ms = parse(name, value)?,
         "max.message.bytes" => config.max_message_bytes = parse(name, value)?,
@@ -450,6 +417,22 @@ pub fn effective_log_config(
         apply_topic_config(&mut config, name, value)?;
     }
     Ok(config)
+}
+
+/// Parses a number that must not be below `min` (most Kafka configs have such a floor).
+fn parse_at_least<T>(name: &str, value: &str, min: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let v: T = parse(name, value)?;
+    if v < min {
+        return Err(ConfigError::Invalid {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: format!("must be at least {min}"),
+        });
+    }
+    Ok(v)
 }
 
 fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
