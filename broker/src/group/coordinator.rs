@@ -233,6 +233,8 @@ impl GroupCoordinator {
             })
             .collect();
         let mut buf = BytesMut::from(&build_batch(&records)[..]);
+        // SyncGroup reaches this from an async handler; the other callers already run
+        // inside `block_in_place`, where a nested call costs nothing.
         tokio::task::block_in_place(|| partition.append_as_leader(&mut buf, -1, now))
             .map(|_| ())
             .map_err(|e| {

@@ -217,14 +217,10 @@ pub fn delete_records(ctx: &Context, request: DeleteRecordsRequest) -> DeleteRec
                         match ctx.replicas.partition(t.name.0.as_str(), p.partition_index) {
                             None => result
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                            Some(partition) => {
-                                match tokio::task::block_in_place(|| {
-                                    partition.delete_records_before(p.offset)
-                                }) {
-                                    Ok(low) => result.with_low_watermark(low),
-                                    Err(e) => result.with_error_code(partition_error(&e).code()),
-                                }
-                            }
+                            Some(partition) => match partition.delete_records_before(p.offset) {
+                                Ok(low) => result.with_low_watermark(low),
+                                Err(e) => result.with_error_code(partition_error(&e).code()),
+                            },
                         }
                     })
                     .collect();

@@ -76,13 +76,51 @@ async fn route(
 ) -> Outcome {
     let c = correlation_id;
     match request {
+        // The handlers that wait: long-poll fetches and rebalances.
+        RequestKind::Fetch(r) => respond(fetch::handle(ctx, r, version, c).await),
+        RequestKind::JoinGroup(r) => respond(encode(
+            c,
+            version,
+            &groups::join_group(ctx, r, version, client_id).await,
+        )),
+        RequestKind::SyncGroup(r) => respond(encode(c, version, &groups::sync_group(ctx, r).await)),
+        // Handlers that may write to disk (appends and their fsync, topic files,
+        // metadata) run where blocking is allowed, so other connections keep being served.
+        r if writes_to_disk(&r) => tokio::task::block_in_place(|| route_now(ctx, r, version, c)),
+        r => route_now(ctx, r, version, c),
+    }
+}
+
+fn writes_to_disk(request: &RequestKind) -> bool {
+    matches!(
+        request,
+        RequestKind::Produce(_)
+            // Auto-creation of topics.
+            | RequestKind::Metadata(_)
+            | RequestKind::CreateTopics(_)
+            | RequestKind::DeleteTopics(_)
+            | RequestKind::CreatePartitions(_)
+            | RequestKind::DeleteRecords(_)
+            | RequestKind::IncrementalAlterConfigs(_)
+            | RequestKind::InitProducerId(_)
+            // Creation of __consumer_offsets.
+            | RequestKind::FindCoordinator(_)
+            | RequestKind::LeaveGroup(_)
+            | RequestKind::OffsetCommit(_)
+            | RequestKind::OffsetDelete(_)
+            | RequestKind::DeleteGroups(_)
+    )
+}
+
+/// The handlers that answer without waiting.
+fn route_now(ctx: &Context, request: RequestKind, version: i16, c: i32) -> Outcome {
+    match request {
         RequestKind::ApiVersions(r) => respond(encode(c, version, &api_versions::handle(r))),
         RequestKind::Metadata(r) => respond(encode(c, version, &metadata::handle(ctx, r, version))),
         RequestKind::Produce(r) => match produce::handle(ctx, r, version) {
             Some(response) => respond(encode(c, version, &response)),
             None => Outcome::NoResponse,
         },
-        RequestKind::Fetch(r) => respond(fetch::handle(ctx, r, version, c).await),
         RequestKind::ListOffsets(r) => {
             respond(encode(c, version, &list_offsets::handle(ctx, r, version)))
         }
@@ -108,17 +146,11 @@ async fn route(
         RequestKind::InitProducerId(r) => {
             respond(encode(c, version, &init_producer_id::handle(ctx, r)))
         }
-        RequestKind::FindCoordinator(r) => {
-            let response =
-                tokio::task::block_in_place(|| groups::find_coordinator(ctx, r, version));
-            respond(encode(c, version, &response))
-        }
-        RequestKind::JoinGroup(r) => respond(encode(
+        RequestKind::FindCoordinator(r) => respond(encode(
             c,
             version,
-            &groups::join_group(ctx, r, version, client_id).await,
+            &groups::find_coordinator(ctx, r, version),
         )),
-        RequestKind::SyncGroup(r) => respond(encode(c, version, &groups::sync_group(ctx, r).await)),
         RequestKind::Heartbeat(r) => respond(encode(c, version, &groups::heartbeat(ctx, r))),
         RequestKind::LeaveGroup(r) => {
             respond(encode(c, version, &groups::leave_group(ctx, r, version)))
@@ -139,10 +171,8 @@ async fn route(
         RequestKind::OffsetDelete(r) => {
             respond(encode(c, version, &offsets::offset_delete(ctx, r)))
         }
-        other => Outcome::Close(format!(
-            "no handler for {:?}",
-            std::mem::discriminant(&other)
-        )),
+        // `api_versions::is_supported` lets through only APIs handled above.
+        _ => Outcome::Close("request for an API this broker does not handle".into()),
     }
 }
 

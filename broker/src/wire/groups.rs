@@ -270,7 +270,7 @@ pub fn delete_groups(ctx: &Context, request: DeleteGroupsRequest) -> DeleteGroup
         .groups_names
         .into_iter()
         .map(|g| {
-            let r = tokio::task::block_in_place(|| ctx.groups.delete_group(g.0.as_str()));
+            let r = ctx.groups.delete_group(g.0.as_str());
             DeletableGroupResult::default()
                 .with_group_id(g)
                 .with_error_code(code(r))

@@ -22,8 +22,8 @@ pub fn handle(ctx: &Context, request: InitProducerIdRequest) -> InitProducerIdRe
         }
         None => {}
     }
-    // May write the id block file: keep the runtime's other connections moving.
-    match tokio::task::block_in_place(|| ctx.producer_ids.generate()) {
+    // May write the id block file; dispatch runs this inside `block_in_place`.
+    match ctx.producer_ids.generate() {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -56,15 +56,13 @@ pub fn offset_commit(
             })
         })
         .collect();
-    let results = tokio::task::block_in_place(|| {
-        ctx.groups.commit_offsets(
-            &group_id,
-            request.member_id.as_str(),
-            request.group_instance_id.as_ref().map(|i| i.as_str()),
-            request.generation_id_or_member_epoch,
-            commits,
-        )
-    });
+    let results = ctx.groups.commit_offsets(
+        &group_id,
+        request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|i| i.as_str()),
+        request.generation_id_or_member_epoch,
+        commits,
+    );
     let mut codes = match results {
         Ok(r) => r
             .into_iter()
@@ -209,10 +207,9 @@ pub fn offset_delete(ctx: &Context, request: OffsetDeleteRequest) -> OffsetDelet
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let results = tokio::task::block_in_place(|| {
-        ctx.groups
-            .delete_offsets(request.group_id.0.as_str(), &partitions)
-    });
+    let results = ctx
+        .groups
+        .delete_offsets(request.group_id.0.as_str(), &partitions);
     let mut codes = match results {
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
         Ok(r) => r

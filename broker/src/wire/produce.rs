@@ -14,9 +14,8 @@ use crate::replica_manager::now_ms;
 /// Returns `None` for acks=0, which gets no response at all.
 pub fn handle(ctx: &Context, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = request.acks;
-    // Disk writes (and with flush.messages=1, fsync) happen here: tell the runtime so
-    // other connections keep being served meanwhile.
-    let responses = tokio::task::block_in_place(|| {
+    // Runs inside `block_in_place` (see dispatch): appends may fsync.
+    let responses = {
         request
             .topic_data
             .into_iter()
@@ -70,7 +69,7 @@ pub fn handle(ctx: &Context, request: ProduceRequest, version: i16) -> Option<Pr
                     .with_partition_responses(partition_responses)
             })
             .collect::<Vec<_>>()
-    });
+    };
     ctx.replicas.notify_appended();
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
