@@ -1,6 +1,5 @@
 //! Prometheus metrics and the small HTTP endpoint that serves them on their own port.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::{
@@ -143,8 +142,4 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, replicas: Arc<R
             let _ = stream.write_all(response.as_bytes()).await;
         });
     }
-}
-
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

@@ -60,7 +60,7 @@ pub async fn run(
             source,
         })?;
     if let Some(addr) = config.metrics_listen {
-        let metrics_listener = metrics::bind(addr)
+        let metrics_listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         tokio::spawn(metrics::serve(

@@ -15,7 +15,10 @@ use kafka_protocol::ResponseError;
 use super::error_codes::partition_error;
 use super::response::{encode_with_files, marker, EncodeError, ResponseFrame};
 use super::Context;
+use std::sync::Arc;
+
 use crate::log::ReadSlice;
+use crate::partition::Partition;
 
 pub async fn handle(
     ctx: &Context,
@@ -39,23 +42,19 @@ pub async fn handle(
         let read = read_all(ctx, &request, version);
         let now = Instant::now();
         if read.bytes >= request.min_bytes.max(0) as u64 || read.has_error || now >= deadline {
-            for (topic, len, records) in &read.sent {
+            for (partition, slice) in &read.files {
+                let topic = [partition.topic.as_str()];
                 ctx.metrics
                     .bytes_out
-                    .with_label_values(&[topic.as_str()])
-                    .inc_by(*len);
+                    .with_label_values(&topic)
+                    .inc_by(slice.len);
                 ctx.metrics
                     .records_out
-                    .with_label_values(&[topic.as_str()])
-                    .inc_by(*records);
+                    .with_label_values(&topic)
+                    .inc_by(slice.record_count);
             }
-            return encode_with_files(
-                correlation_id,
-                version,
-                &read.response,
-                read.files,
-                flexible,
-            );
+            let files = read.files.into_iter().map(|(_, slice)| slice).collect();
+            return encode_with_files(correlation_id, version, &read.response, files, flexible);
         }
         tokio::select! {
             _ = &mut appended => {}
@@ -66,16 +65,15 @@ pub async fn handle(
 
 struct Read {
     response: FetchResponse,
-    files: Vec<ReadSlice>,
-    /// (topic, bytes, records) per file, counted in metrics only once the response is sent.
-    sent: Vec<(String, u64, u64)>,
+    /// The file ranges in response order, with their partition for the metrics, which
+    /// count them only once the response is really sent (not on a long-poll retry).
+    files: Vec<(Arc<Partition>, ReadSlice)>,
     bytes: u64,
     has_error: bool,
 }
 
 fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
     let mut files = Vec::new();
-    let mut sent = Vec::new();
     let mut bytes = 0u64;
     let mut has_error = false;
     let mut budget = request.max_bytes.max(0) as u64;
@@ -113,11 +111,10 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
                         .with_last_stable_offset(fetched.high_watermark)
                         .with_log_start_offset(fetched.log_start_offset);
                     if let Some(slice) = fetched.slice {
-                        sent.push((partition.topic.clone(), slice.len, slice.record_count));
                         bytes += slice.len;
                         budget = budget.saturating_sub(slice.len);
                         data = data.with_records(Some(marker(files.len())));
-                        files.push(slice);
+                        files.push((partition.clone(), slice));
                     }
                 }
                 Err(e) => {
@@ -143,7 +140,6 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
             .with_session_id(0)
             .with_responses(topics),
         files,
-        sent,
         bytes,
         has_error,
     }
