@@ -1,5 +1,6 @@
 //! Rill broker: a Kafka-compatible streaming log.
 
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod log;
@@ -8,5 +9,6 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_state;
 pub mod replica_manager;
+pub mod rpc;
 pub mod run;
 pub mod wire;

@@ -1,0 +1,8 @@
+//! The metadata quorum and what it replicates: broker registrations, topics, partition
+//! leadership and ISR, configs, producer-id blocks.
+
+pub mod command;
+pub mod image;
+
+pub use command::{Command, CommandResult};
+pub use image::MetadataImage;
