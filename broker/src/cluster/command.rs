@@ -42,7 +42,9 @@ pub enum ElectionType {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Sets the cluster id once, when the quorum first forms.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
     /// A broker process starting (or restarting). It gets a new broker epoch and stays
     /// fenced until it has caught up with the metadata log.
     RegisterBroker {
@@ -51,15 +53,30 @@ pub enum Command {
         endpoints: BrokerEndpoints,
         rack: Option<String>,
     },
-    UnfenceBroker { broker_id: i32, broker_epoch: i64 },
+    UnfenceBroker {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
     /// The broker missed its heartbeats (or a newer incarnation registered).
-    FenceBroker { broker_id: i32, broker_epoch: i64 },
+    FenceBroker {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
     /// SIGTERM: leadership moves away before the process exits.
-    ControlledShutdown { broker_id: i32, broker_epoch: i64 },
+    ControlledShutdown {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
     /// The broker is gone for good (scale-down): forget it.
-    UnregisterBroker { broker_id: i32 },
-    CreateTopics { topics: Vec<NewTopic> },
-    DeleteTopic { name: String },
+    UnregisterBroker {
+        broker_id: i32,
+    },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+    },
+    DeleteTopic {
+        name: String,
+    },
     CreatePartitions {
         topic: String,
         /// Replica lists of the new partitions, in index order after the existing ones.
@@ -90,7 +107,10 @@ pub enum Command {
         partition: i32,
         target: Option<Vec<i32>>,
     },
-    AllocateProducerIds { broker_id: i32, broker_epoch: i64 },
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
 }
 
 /// What applying a command produced.
