@@ -48,6 +48,63 @@ pub struct BrokerConfig {
     /// `group.initial.rebalance.delay.ms`
     pub group: crate::group::GroupConfig,
     pub log_defaults: LogConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// The KRaft settings: which roles this node plays and how the nodes find each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `process.roles`: `broker`, `controller` or both.
+    pub broker: bool,
+    pub controller: bool,
+    /// `controller.quorum.voters`: node id -> `host:port` of its CONTROLLER listener.
+    /// Every tonic call between nodes (Raft, controller requests, replica fetches) goes
+    /// to that listener.
+    pub voters: BTreeMap<i32, String>,
+    /// Where this node's CONTROLLER listener binds (from `listeners`). `None` in `dev`,
+    /// where the one-node quorum needs no network.
+    pub internal_listen: Option<SocketAddr>,
+    /// `broker.rack`
+    pub rack: Option<String>,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long
+    /// leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
+    /// `broker.session.timeout.ms`: the controller fences a broker silent this long.
+    pub broker_session_timeout_ms: i64,
+    /// `broker.heartbeat.interval.ms`
+    pub broker_heartbeat_interval_ms: i64,
+    /// `replica.fetch.max.bytes` and `replica.fetch.wait.max.ms`
+    pub replica_fetch_max_bytes: i32,
+    pub replica_fetch_wait_max_ms: i32,
+    /// `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_ms: i64,
+    /// `offsets.topic.replication.factor`; -1 follows `default.replication.factor`
+    /// (capped by the brokers there are).
+    pub offsets_topic_replication_factor: i16,
+    /// `controlled.shutdown.enable`: SIGTERM moves leadership away first.
+    pub controlled_shutdown_enable: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            broker: true,
+            controller: true,
+            voters: BTreeMap::from([(1, String::new())]),
+            internal_listen: None,
+            rack: None,
+            replica_lag_time_max_ms: 30_000,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_wait_max_ms: 500,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            offsets_topic_replication_factor: -1,
+            controlled_shutdown_enable: true,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -78,7 +135,79 @@ impl BrokerConfig {
                 ..Default::default()
             },
             log_defaults,
+            cluster: ClusterConfig::default(),
         }
+    }
+
+    /// Checks the settings that only make sense together; run once all are set.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let c = &mut self.cluster;
+        let invalid = |name: &str, value: String, reason: &str| ConfigError::Invalid {
+            name: name.to_string(),
+            value,
+            reason: reason.to_string(),
+        };
+        if !c.broker && !c.controller {
+            return Err(invalid(
+                "process.roles",
+                String::new(),
+                "needs broker, controller or both",
+            ));
+        }
+        if !c.broker {
+            // A controller-only node still runs the quorum; it serves no partitions.
+            return Err(invalid(
+                "process.roles",
+                "controller".into(),
+                "controller-only nodes are not supported yet: use broker,controller",
+            ));
+        }
+        let single_dev_voter = c.voters.len() == 1 && c.voters.values().all(String::is_empty);
+        if single_dev_voter {
+            // `dev` and a lone `run` node: the quorum is this node alone.
+            c.voters = BTreeMap::from([(self.node_id, String::new())]);
+        }
+        if c.controller && !c.voters.contains_key(&self.node_id) {
+            let voters = c
+                .voters
+                .keys()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            return Err(invalid(
+                "controller.quorum.voters",
+                voters,
+                &format!(
+                    "node.id {} has process.roles=controller but is not a voter",
+                    self.node_id
+                ),
+            ));
+        }
+        if !c.controller && c.voters.contains_key(&self.node_id) {
+            return Err(invalid(
+                "process.roles",
+                "broker".into(),
+                &format!(
+                    "node.id {} is a voter, so it must have the controller role",
+                    self.node_id
+                ),
+            ));
+        }
+        if c.voters.len() > 1 && c.internal_listen.is_none() {
+            return Err(invalid(
+                "listeners",
+                String::new(),
+                "a multi-node cluster needs a CONTROLLER://HOST:PORT listener",
+            ));
+        }
+        if c.broker_heartbeat_interval_ms >= c.broker_session_timeout_ms {
+            return Err(invalid(
+                "broker.heartbeat.interval.ms",
+                c.broker_heartbeat_interval_ms.to_string(),
+                "must be below broker.session.timeout.ms",
+            ));
+        }
+        Ok(())
     }
 
     /// Reads a Kafka-style properties file.
@@ -111,7 +240,63 @@ impl BrokerConfig {
         };
         match name {
             "node.id" | "broker.id" => self.node_id = parse(name, value)?,
+            "process.roles" => {
+                let roles: Vec<&str> = value.split(',').map(str::trim).collect();
+                if roles.iter().any(|r| *r != "broker" && *r != "controller") {
+                    return Err(invalid("expected broker, controller or broker,controller"));
+                }
+                self.cluster.broker = roles.contains(&"broker");
+                self.cluster.controller = roles.contains(&"controller");
+            }
+            "controller.quorum.voters" => {
+                self.cluster.voters = parse_voters(value).map_err(|r| invalid(&r))?;
+            }
+            "broker.rack" => self.cluster.rack = Some(value.to_string()).filter(|r| !r.is_empty()),
+            "replica.lag.time.max.ms" => {
+                self.cluster.replica_lag_time_max_ms = parse_at_least(name, value, 1)?
+            }
+            "broker.session.timeout.ms" => {
+                self.cluster.broker_session_timeout_ms = parse_at_least(name, value, 1)?
+            }
+            "broker.heartbeat.interval.ms" => {
+                self.cluster.broker_heartbeat_interval_ms = parse_at_least(name, value, 1)?
+            }
+            "replica.fetch.max.bytes" => {
+                self.cluster.replica_fetch_max_bytes = parse_at_least(name, value, 1)?
+            }
+            "replica.fetch.wait.max.ms" => {
+                self.cluster.replica_fetch_wait_max_ms = parse_at_least(name, value, 0)?
+            }
+            "auto.leader.rebalance.enable" => {
+                self.cluster.auto_leader_rebalance_enable = parse(name, value)?
+            }
+            "leader.imbalance.check.interval.seconds" => {
+                let seconds: i64 = parse_at_least(name, value, 1)?;
+                self.cluster.leader_imbalance_check_interval_ms = seconds * 1000;
+            }
+            "offsets.topic.replication.factor" => {
+                self.cluster.offsets_topic_replication_factor = parse_at_least(name, value, 1)?
+            }
+            "controlled.shutdown.enable" => {
+                self.cluster.controlled_shutdown_enable = parse(name, value)?
+            }
+            // Kafka needs these to name its listeners; Rill's names are fixed
+            // (PLAINTEXT for clients, CONTROLLER between nodes), so they are accepted for
+            // a Kafka config to carry over, and checked for what Rill supports.
+            "controller.listener.names" | "inter.broker.listener.name" => {}
+            "listener.security.protocol.map" => {
+                if value.split(',').any(|m| !m.trim().ends_with(":PLAINTEXT")) {
+                    return Err(invalid("only PLAINTEXT listeners are supported"));
+                }
+            }
             "listeners" => {
+                if let Some(controller) = named_listener(value, "CONTROLLER") {
+                    self.cluster.internal_listen = Some(
+                        controller
+                            .parse()
+                            .map_err(|_| invalid("expected CONTROLLER://IP:PORT"))?,
+                    );
+                }
                 let addr = first_listener(value)
                     .ok_or_else(|| invalid("expected PLAINTEXT://HOST:PORT"))?;
                 self.listen = addr.parse().map_err(|_| invalid("expected an IP:PORT"))?;
@@ -443,13 +628,48 @@ fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError
     })
 }
 
+/// `1@127.0.0.1:19093,2@127.0.0.2:19093` -> {1: "127.0.0.1:19093", 2: ...}
+fn parse_voters(value: &str) -> Result<BTreeMap<i32, String>, String> {
+    let mut voters = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("{entry:?} is not ID@HOST:PORT"))?;
+        let id: i32 = id.parse().map_err(|_| format!("{id:?} is not a node id"))?;
+        let (_, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{addr:?} is not HOST:PORT"))?;
+        port.parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port"))?;
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("no voters".into());
+    }
+    Ok(voters)
+}
+
+/// The address of the listener called `name` in a `listeners` value.
+fn named_listener<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix("://"))
+}
+
 /// `PLAINTEXT://127.0.0.1:9092,CONTROLLER://...` -> `127.0.0.1:9092` (the client listener).
 fn first_listener(value: &str) -> Option<&str> {
     value
         .split(',')
         .map(str::trim)
         .find(|l| l.starts_with("PLAINTEXT://"))
-        .or_else(|| value.split(',').next())
+        .or_else(|| {
+            value
+                .split(',')
+                .find(|l| !l.trim().starts_with("CONTROLLER://"))
+        })
         .map(|l| l.split_once("://").map_or(l, |(_, addr)| addr))
 }
 
@@ -492,6 +712,42 @@ mod tests {
         assert_eq!(c.log_defaults.retention_ms, 2 * 3_600_000);
         assert_eq!(c.num_partitions, 4);
         assert!(!c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn kraft_cluster_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(
+            &path,
+            "node.id=2\nprocess.roles=broker,controller\n\
+             controller.quorum.voters=1@127.0.0.1:19093,2@127.0.0.2:19093,3@127.0.0.3:19093\n\
+             listeners=PLAINTEXT://127.0.0.2:19092,CONTROLLER://127.0.0.2:19093\n\
+             advertised.listeners=PLAINTEXT://127.0.0.2:19092\nlog.dirs=/tmp/n2\n\
+             default.replication.factor=3\nmin.insync.replicas=2\nbroker.rack=r1\n",
+        )
+        .unwrap();
+        let mut c = BrokerConfig::from_file(&path).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen, "127.0.0.2:19092".parse().unwrap());
+        assert_eq!(
+            c.cluster.internal_listen,
+            Some("127.0.0.2:19093".parse().unwrap())
+        );
+        assert_eq!(c.cluster.voters.len(), 3);
+        assert_eq!(c.cluster.voters[&3], "127.0.0.3:19093");
+        assert_eq!(c.cluster.rack.as_deref(), Some("r1"));
+        assert_eq!(c.default_replication_factor, 3);
+        assert_eq!(c.log_defaults.min_insync_replicas, 2);
+
+        let mut bad = c.clone();
+        bad.node_id = 4;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("not a voter"), "{err}");
+        let mut c2 = c.clone();
+        assert!(c2.set("controller.quorum.voters", "1@h:1,1@h:2").is_err());
+        assert!(c2.set("controller.quorum.voters", "x@h:1").is_err());
+        assert!(c2.set("process.roles", "observer").is_err());
     }
 
     #[test]

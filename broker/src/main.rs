@@ -118,6 +118,7 @@ fn build_config(command: Command) -> Result<(BrokerConfig, bool), String> {
             .set(name.trim(), value.trim())
             .map_err(|e| e.to_string())?;
     }
+    config.validate().map_err(|e| e.to_string())?;
     Ok((config, dev))
 }
 
