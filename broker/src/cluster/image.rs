@@ -72,6 +72,7 @@ pub mod codes {
     pub const INELIGIBLE_REPLICA: i16 = 107;
     pub const INVALID_UPDATE_VERSION: i16 = 108;
     pub const NEW_LEADER_ELECTED: i16 = 109;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
 }
 
 fn refuse(code: i16, message: impl Into<String>) -> CommandResult {
@@ -155,6 +156,27 @@ impl MetadataImage {
                 endpoints,
                 rack,
             } => {
+                if let Some(b) = self.brokers.get(broker_id) {
+                    if b.incarnation_id == *incarnation_id {
+                        // A retried proposal of the same registration.
+                        return CommandResult::BrokerRegistered {
+                            broker_epoch: b.broker_epoch,
+                        };
+                    }
+                    if !b.fenced && !b.in_controlled_shutdown {
+                        // Either a second process with this node.id, or a restart
+                        // before the controller noticed the old one died: it fences the
+                        // old one after broker.session.timeout.ms, then this succeeds.
+                        return refuse(
+                            codes::DUPLICATE_BROKER_REGISTRATION,
+                            format!(
+                                "node.id {broker_id} is registered by another live process \
+                                 (incarnation {})",
+                                b.incarnation_id
+                            ),
+                        );
+                    }
+                }
                 self.next_broker_epoch += 1;
                 let broker_epoch = self.next_broker_epoch;
                 // A restart is a new incarnation: the old one is gone, so it leads nothing.
@@ -736,6 +758,21 @@ mod tests {
         let p = p0(&image);
         assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
         // Broker 2 is back but out of sync: unclean election is off, so no leader.
+        let live = image.apply(
+            12,
+            &Command::RegisterBroker {
+                broker_id: 1,
+                incarnation_id: Uuid::new_v4(),
+                endpoints: endpoints(1),
+                rack: None,
+            },
+        );
+        // Broker 1's old registration is fenced, so a new incarnation may register;
+        // broker 2 below is fenced too. A live one could not be replaced:
+        assert!(
+            matches!(live, CommandResult::BrokerRegistered { .. }),
+            "{live:?}"
+        );
         let r = image.apply(
             12,
             &Command::RegisterBroker {
@@ -779,6 +816,43 @@ mod tests {
         let p = p0(&image);
         assert_eq!((p.leader, p.isr.clone()), (1, vec![1]));
         assert!(p.leader_epoch > 1);
+    }
+
+    #[test]
+    fn a_second_live_process_with_the_same_node_id_is_refused() {
+        let mut image = cluster(2, vec![vec![1, 2]]);
+        let register = Command::RegisterBroker {
+            broker_id: 2,
+            incarnation_id: Uuid::new_v4(),
+            endpoints: endpoints(2),
+            rack: None,
+        };
+        let r = image.apply(10, &register);
+        assert!(
+            matches!(
+                r,
+                CommandResult::Error {
+                    code: codes::DUPLICATE_BROKER_REGISTRATION,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        let e2 = epoch(&image, 2);
+        image.apply(
+            11,
+            &Command::FenceBroker {
+                broker_id: 2,
+                broker_epoch: e2,
+            },
+        );
+        let r = image.apply(12, &register);
+        assert!(matches!(r, CommandResult::BrokerRegistered { .. }), "{r:?}");
+        assert_eq!(
+            image.apply(13, &register),
+            r,
+            "a retried proposal gets the same epoch"
+        );
     }
 
     #[test]
