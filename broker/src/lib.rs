@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_state;
 pub mod replica_manager;
+pub mod replication;
 pub mod rpc;
 pub mod run;
 pub mod wire;

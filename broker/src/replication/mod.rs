@@ -1,0 +1,4 @@
+//! Kafka-style replication of data partitions: followers fetch from the leader, the
+//! leader tracks them, moves the ISR through the quorum and the high watermark by it.
+
+pub mod isr;
