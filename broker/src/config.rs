@@ -135,7 +135,12 @@ impl BrokerConfig {
                 ..Default::default()
             },
             log_defaults,
-            cluster: ClusterConfig::default(),
+            // Quick heartbeats: a `dev` node killed and restarted takes its id back
+            // within about a second.
+            cluster: ClusterConfig {
+                broker_heartbeat_interval_ms: 500,
+                ..ClusterConfig::default()
+            },
         }
     }
 
@@ -225,6 +230,8 @@ impl BrokerConfig {
         config.group.initial_rebalance_delay_ms =
             crate::group::GroupConfig::default().initial_rebalance_delay_ms;
         config.auto_create_topics_enable = false;
+        config.cluster.broker_heartbeat_interval_ms =
+            ClusterConfig::default().broker_heartbeat_interval_ms;
         for (name, value) in props {
             config.set(&name, &value)?;
         }

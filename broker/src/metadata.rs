@@ -170,6 +170,11 @@ fn read_or_format_meta_properties(log_dir: &Path, node_id: i32) -> Result<String
     }
 }
 
+/// A fresh cluster id in Kafka's format.
+pub fn new_cluster_id() -> String {
+    cluster_id_from(Uuid::new_v4())
+}
+
 /// Kafka's cluster ids are URL-safe base64 of a UUID without padding (22 chars).
 fn cluster_id_from(uuid: Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

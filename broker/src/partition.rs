@@ -1,19 +1,22 @@
-//! A partition: a log plus the role this broker plays for it and its high watermark.
-//!
-//! On a single node every partition is led here and the high watermark is the log end.
-//! Replication will add followers and move the high watermark by the ISR instead; the
-//! handlers only ever read `high_watermark()`, so they need no change then.
+//! A partition: a log plus the role this broker plays for it (leader or follower, from
+//! the metadata image), and as leader, its followers' progress, the ISR and the high
+//! watermark. Consumers only ever see records below the high watermark.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::cluster::image::PartitionState;
 use crate::log::{AppendInfo, Log, LogConfig, LogError, ReadSlice};
 use crate::producer_state::{
     batch_headers, AppendCheck, ProducerStateManager, SequenceError, PRODUCER_ID_EXPIRATION_MS,
 };
+use crate::replication::isr::{self, FollowerState};
 
 /// Periodic producer-state snapshots: at most this often, or sooner once the log has
 /// grown by `SNAPSHOT_EVERY_OFFSETS`. They bound the log replay after a crash.
@@ -37,6 +40,19 @@ pub enum PartitionError {
         isr: i32,
         min_isr: i32,
     },
+    #[error("{topic}-{partition}: the ISR shrank to {isr} below min.insync.replicas {min_isr} after the append")]
+    NotEnoughReplicasAfterAppend {
+        topic: String,
+        partition: i32,
+        isr: i32,
+        min_isr: i32,
+    },
+    #[error("leader epoch {request} is older than the current {current}")]
+    FencedLeaderEpoch { request: i32, current: i32 },
+    #[error("leader epoch {request} is newer than the current {current}")]
+    UnknownLeaderEpoch { request: i32, current: i32 },
+    #[error("broker {0} is not a replica of this partition")]
+    NotAReplica(i32),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -50,36 +66,138 @@ pub struct FetchedData {
     pub log_start_offset: i64,
 }
 
+/// The leader's answer to a follower's fetch.
+#[derive(Debug)]
+pub enum FollowerFetch {
+    Records {
+        records: Vec<u8>,
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
+    /// The follower's log diverged from the leader's at `epoch`: it must truncate to
+    /// `end_offset` (or its own end of that epoch, if lower) and fetch again.
+    Diverging { epoch: i32, end_offset: i64 },
+    /// The follower is below the leader's log start: it starts over from there.
+    BelowLogStart { log_start_offset: i64 },
+}
+
+/// An ISR change the leader wants the controller to make (Kafka's AlterPartition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterIsr {
+    pub topic: String,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+/// Whether an acks=all produce is done.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AckStatus {
+    Pending,
+    Done,
+    NotEnoughReplicasAfterAppend {
+        isr: i32,
+        min_isr: i32,
+    },
+    /// Leadership moved (or the epoch changed) before the ISR had the batch: the
+    /// client must retry on the new leader.
+    NotLeader,
+}
+
+/// Who leads, who replicates, who is in sync, as this broker last learned it.
+struct ReplicaState {
+    role: Role,
+    leader_id: i32,
+    partition_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    /// An ISR change sent to the controller and not yet seen in the image: the
+    /// partition epoch it was based on and the ISR asked for.
+    pending_isr: Option<(i32, Vec<i32>)>,
+    /// As leader: each follower's progress.
+    followers: BTreeMap<i32, FollowerState>,
+    /// As leader: the log end when this epoch began; a follower must reach it to join.
+    epoch_start_offset: i64,
+}
+
+impl ReplicaState {
+    /// The ISR the high watermark waits for: committed plus any addition in flight,
+    /// so a replica being added is already counted (Kafka's maximal ISR).
+    fn maximal_isr(&self) -> Vec<i32> {
+        let mut isr = self.isr.clone();
+        if let Some((_, pending)) = &self.pending_isr {
+            for r in pending {
+                if !isr.contains(r) {
+                    isr.push(*r);
+                }
+            }
+        }
+        isr
+    }
+}
+
 pub struct Partition {
     pub topic: String,
     pub topic_id: Uuid,
     pub index: i32,
-    role: Mutex<Role>,
+    /// This broker's id.
+    local_id: i32,
+    /// Locked before `log`, never after.
+    state: Mutex<ReplicaState>,
     leader_epoch: AtomicI32,
     high_watermark: AtomicI64,
     log: Mutex<Log>,
     /// Idempotent producers' sequences. Always locked after `log`, never before.
     producers: Mutex<ProducerStateManager>,
+    /// Woken when the high watermark moves: long-polling fetches and acks=all waits.
+    wake: Arc<Notify>,
 }
 
 impl Partition {
-    pub fn new(topic: String, topic_id: Uuid, index: i32, log: Log) -> Self {
-        let high_watermark = AtomicI64::new(log.log_end_offset());
+    /// A partition opened from disk. It serves nothing until the metadata image gives
+    /// it a role (`apply_state`).
+    pub fn new(
+        topic: String,
+        topic_id: Uuid,
+        index: i32,
+        log: Log,
+        local_id: i32,
+        wake: Arc<Notify>,
+    ) -> Self {
         let producers = load_producer_state(&topic, index, &log);
+        // The high watermark is not persisted: it starts at the log start and is
+        // recomputed from the ISR (as leader) or learned from the leader (as follower).
+        let high_watermark = AtomicI64::new(log.log_start_offset());
         Partition {
             topic,
             topic_id,
             index,
-            role: Mutex::new(Role::Leader),
-            leader_epoch: AtomicI32::new(0),
+            local_id,
+            state: Mutex::new(ReplicaState {
+                role: Role::Follower,
+                leader_id: -1,
+                partition_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                pending_isr: None,
+                followers: BTreeMap::new(),
+                epoch_start_offset: 0,
+            }),
+            leader_epoch: AtomicI32::new(-1),
             high_watermark,
             log: Mutex::new(log),
             producers: Mutex::new(producers),
+            wake,
         }
     }
 
     pub fn role(&self) -> Role {
-        *self.role.lock()
+        self.state.lock().role
+    }
+
+    pub fn leader_id(&self) -> i32 {
+        self.state.lock().leader_id
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -102,14 +220,83 @@ impl Partition {
         self.log.lock().size_bytes()
     }
 
-    /// The in-sync replica set's size: this node alone until replication lands.
-    pub fn isr_size(&self) -> i32 {
-        1
+    pub fn isr(&self) -> Vec<i32> {
+        self.state.lock().isr.clone()
     }
 
-    /// Appends a producer's batches as leader. acks=all (-1) is refused up front when
-    /// the ISR is smaller than `min.insync.replicas`, as Kafka does. The high watermark
-    /// follows the log end while this node is the only replica.
+    /// The in-sync replica set's size as the controller committed it.
+    pub fn isr_size(&self) -> i32 {
+        self.state.lock().isr.len() as i32
+    }
+
+    /// Takes the role the metadata image gives this broker. Returns true when the role
+    /// or leader epoch changed (the caller then restarts fetching for it).
+    pub fn apply_state(&self, image: &PartitionState, now_ms: i64) -> bool {
+        let mut state = self.state.lock();
+        let current_epoch = self.leader_epoch();
+        let leads = image.leader == self.local_id;
+        let new_epoch = image.leader_epoch != current_epoch;
+        let changed = new_epoch || (state.role == Role::Leader) != leads;
+        if changed {
+            if leads {
+                let mut log = self.log.lock();
+                let end = log.log_end_offset();
+                // Followers asking about older epochs learn where they ended even
+                // before this leader writes anything.
+                if let Err(e) = log.maybe_assign_epoch_start_offset(image.leader_epoch, end) {
+                    tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot record the leader epoch");
+                }
+                drop(log);
+                state.role = Role::Leader;
+                state.epoch_start_offset = end;
+                state.followers = image
+                    .replicas
+                    .iter()
+                    .filter(|r| **r != self.local_id)
+                    .map(|r| (*r, FollowerState::new(now_ms)))
+                    .collect();
+                tracing::info!(topic = %self.topic, partition = self.index, epoch = image.leader_epoch, "became leader");
+            } else {
+                state.role = Role::Follower;
+                state.followers.clear();
+                tracing::info!(topic = %self.topic, partition = self.index, epoch = image.leader_epoch, leader = image.leader, "became follower");
+            }
+            state.pending_isr = None;
+            self.leader_epoch
+                .store(image.leader_epoch, Ordering::Release);
+        }
+        state.leader_id = image.leader;
+        if image.partition_epoch != state.partition_epoch {
+            if state
+                .pending_isr
+                .as_ref()
+                .is_some_and(|(based_on, _)| image.partition_epoch > *based_on)
+            {
+                state.pending_isr = None;
+            }
+            state.partition_epoch = image.partition_epoch;
+        }
+        state.isr = image.isr.clone();
+        state.replicas = image.replicas.clone();
+        if state.role == Role::Leader {
+            // Replicas added by a reassignment are tracked from now on.
+            for r in &image.replicas {
+                if *r != self.local_id {
+                    state
+                        .followers
+                        .entry(*r)
+                        .or_insert_with(|| FollowerState::new(now_ms));
+                }
+            }
+            state.followers.retain(|r, _| image.replicas.contains(r));
+            self.update_high_watermark(&state);
+        }
+        changed
+    }
+
+    /// Appends a producer's batches as leader, stamped with the leader epoch. acks=all
+    /// (-1) is refused up front when the ISR is smaller than `min.insync.replicas`, as
+    /// Kafka does; its answer waits for the high watermark (`ack_status`).
     ///
     /// Idempotent batches are checked against the producer state first; a retry of a
     /// batch already in the log writes nothing and returns the original offsets with
@@ -120,14 +307,18 @@ impl Partition {
         required_acks: i16,
         now_ms: i64,
     ) -> Result<AppendInfo, PartitionError> {
-        self.ensure_leader()?;
+        let state = self.state.lock();
+        if state.role != Role::Leader {
+            return Err(self.not_leader());
+        }
         let mut log = self.log.lock();
         let min_isr = log.config().min_insync_replicas;
-        if required_acks == -1 && self.isr_size() < min_isr {
+        let isr = state.isr.len() as i32;
+        if required_acks == -1 && isr < min_isr {
             return Err(PartitionError::NotEnoughReplicas {
                 topic: self.topic.clone(),
                 partition: self.index,
-                isr: self.isr_size(),
+                isr,
                 min_isr,
             });
         }
@@ -147,13 +338,36 @@ impl Partition {
                 bytes: 0,
             });
         }
-        let info = log.append(records, now_ms)?;
+        let info = log.append(records, self.leader_epoch(), now_ms)?;
         // The append rewrote the base offsets (and append times) in `records`.
         producers.apply_appended(records)?;
         drop(producers);
-        self.high_watermark
-            .store(log.log_end_offset(), Ordering::Release);
+        drop(log);
+        self.update_high_watermark(&state);
         Ok(info)
+    }
+
+    /// Whether an acks=all append whose last offset is `required - 1`, made in
+    /// `leader_epoch`, is acknowledged yet.
+    pub fn ack_status(&self, required: i64, leader_epoch: i32) -> AckStatus {
+        let state = self.state.lock();
+        if state.role != Role::Leader || self.leader_epoch() != leader_epoch {
+            return AckStatus::NotLeader;
+        }
+        if self.high_watermark() < required {
+            return AckStatus::Pending;
+        }
+        let min_isr = self.log.lock().config().min_insync_replicas;
+        let isr = state.isr.len() as i32;
+        if isr < min_isr {
+            return AckStatus::NotEnoughReplicasAfterAppend { isr, min_isr };
+        }
+        AckStatus::Done
+    }
+
+    /// The notification woken whenever the high watermark moves.
+    pub fn wake(&self) -> &Arc<Notify> {
+        &self.wake
     }
 
     /// Reads for a consumer: never past the high watermark.
@@ -174,12 +388,272 @@ impl Partition {
         })
     }
 
+    /// Reads to the log end, ignoring the high watermark: for the group coordinator
+    /// loading a partition it just became leader of.
+    pub fn read_to_end(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+    ) -> Result<Option<ReadSlice>, PartitionError> {
+        let log = self.log.lock();
+        let end = log.log_end_offset();
+        Ok(log.read(offset, max_bytes, end, true)?)
+    }
+
+    /// A follower's fetch, at the leader: checks the follower's epoch history against
+    /// the leader's, records its progress (which may move the high watermark) and
+    /// returns the batches from `fetch_offset`.
+    pub fn fetch_for_follower(
+        &self,
+        replica_id: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        current_leader_epoch: i32,
+        max_bytes: u64,
+        now_ms: i64,
+    ) -> Result<FollowerFetch, PartitionError> {
+        let mut state = self.state.lock();
+        if state.role != Role::Leader {
+            return Err(self.not_leader());
+        }
+        let epoch = self.leader_epoch();
+        if current_leader_epoch < epoch {
+            return Err(PartitionError::FencedLeaderEpoch {
+                request: current_leader_epoch,
+                current: epoch,
+            });
+        }
+        if current_leader_epoch > epoch {
+            return Err(PartitionError::UnknownLeaderEpoch {
+                request: current_leader_epoch,
+                current: epoch,
+            });
+        }
+        if !state.replicas.contains(&replica_id) || replica_id == self.local_id {
+            return Err(PartitionError::NotAReplica(replica_id));
+        }
+        let log = self.log.lock();
+        let leader_end = log.log_end_offset();
+        if last_fetched_epoch >= 0 {
+            let (end_epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
+            if end_epoch != last_fetched_epoch || end_offset < fetch_offset {
+                return Ok(FollowerFetch::Diverging {
+                    epoch: end_epoch,
+                    end_offset,
+                });
+            }
+        }
+        if fetch_offset > leader_end {
+            // Ahead of the leader in the same epoch: only after an unclean election.
+            return Ok(FollowerFetch::Diverging {
+                epoch: log.latest_epoch().unwrap_or(-1),
+                end_offset: leader_end,
+            });
+        }
+        if fetch_offset < log.log_start_offset() {
+            return Ok(FollowerFetch::BelowLogStart {
+                log_start_offset: log.log_start_offset(),
+            });
+        }
+        let records = match log.read(fetch_offset, max_bytes, leader_end, true)? {
+            Some(slice) => slice.to_vec()?,
+            None => Vec::new(),
+        };
+        let log_start_offset = log.log_start_offset();
+        drop(log);
+        if let Some(f) = state.followers.get_mut(&replica_id) {
+            f.on_fetch(fetch_offset, leader_end, now_ms);
+        }
+        self.update_high_watermark(&state);
+        Ok(FollowerFetch::Records {
+            records,
+            high_watermark: self.high_watermark(),
+            log_start_offset,
+        })
+    }
+
+    /// As leader: the ISR change due now, if any (laggards out, caught-up replicas
+    /// in), and only when none is in flight. The caller sends it to the controller and
+    /// calls `alter_isr_failed` if it is refused.
+    pub fn isr_change_due(&self, now_ms: i64, lag_max_ms: i64) -> Option<AlterIsr> {
+        let mut state = self.state.lock();
+        if state.role != Role::Leader || state.pending_isr.is_some() {
+            return None;
+        }
+        let hw = self.high_watermark();
+        let out = isr::out_of_sync(
+            self.local_id,
+            &state.isr,
+            &state.followers,
+            now_ms,
+            lag_max_ms,
+        );
+        let joining: Vec<i32> = state
+            .followers
+            .iter()
+            .filter(|(id, f)| {
+                !state.isr.contains(id) && isr::may_join(f, hw, state.epoch_start_offset)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if out.is_empty() && joining.is_empty() {
+            return None;
+        }
+        let mut new_isr: Vec<i32> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !out.contains(r))
+            .chain(joining)
+            .collect();
+        new_isr.sort_unstable();
+        state.pending_isr = Some((state.partition_epoch, new_isr.clone()));
+        Some(AlterIsr {
+            topic: self.topic.clone(),
+            partition: self.index,
+            leader_epoch: self.leader_epoch(),
+            partition_epoch: state.partition_epoch,
+            new_isr,
+        })
+    }
+
+    /// The controller refused (or never got) an ISR change: forget it so the next
+    /// check can ask again from the current state.
+    pub fn alter_isr_failed(&self, partition_epoch: i32) {
+        let mut state = self.state.lock();
+        if state
+            .pending_isr
+            .as_ref()
+            .is_some_and(|(based_on, _)| *based_on == partition_epoch)
+        {
+            state.pending_isr = None;
+        }
+    }
+
+    /// As follower: where to fetch from the leader: (leader, fetch offset, epoch of the
+    /// last batch held, the leader epoch this broker knows). `None` when not following.
+    pub fn follower_position(&self) -> Option<(i32, i64, i32, i32)> {
+        let state = self.state.lock();
+        if state.role != Role::Follower || state.leader_id < 0 {
+            return None;
+        }
+        let log = self.log.lock();
+        Some((
+            state.leader_id,
+            log.log_end_offset(),
+            log.latest_epoch().unwrap_or(-1),
+            self.leader_epoch(),
+        ))
+    }
+
+    /// As follower: appends the leader's batches (offsets and epochs as the leader
+    /// wrote them) and takes the leader's high watermark, capped at this log's end.
+    /// `leader_epoch` is the epoch the fetch was made in: a stale answer is dropped.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        leader_high_watermark: i64,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        let state = self.state.lock();
+        if state.role != Role::Follower || self.leader_epoch() != leader_epoch {
+            return Err(self.not_leader());
+        }
+        let mut log = self.log.lock();
+        if !records.is_empty() {
+            let appended = log.append_as_follower(records, now_ms)?;
+            let mut producers = self.producers.lock();
+            for header in &appended.batches {
+                producers.apply(header);
+            }
+        }
+        let hw = leader_high_watermark.min(log.log_end_offset());
+        self.high_watermark.store(hw, Ordering::Release);
+        drop(state);
+        Ok(())
+    }
+
+    /// As follower: the leader says this log diverged at `epoch`, which it ends at
+    /// `end_offset`. Truncate to where both agree, as Kafka's fetcher does.
+    pub fn truncate_diverging(
+        &self,
+        epoch: i32,
+        end_offset: i64,
+        now_ms: i64,
+    ) -> Result<i64, PartitionError> {
+        let _state = self.state.lock();
+        let mut log = self.log.lock();
+        let target = if epoch < 0 || end_offset < 0 {
+            // The leader holds no epoch as old as ours: keep only what is committed.
+            self.high_watermark().min(log.log_end_offset())
+        } else {
+            let (own_epoch, own_end) = log.end_offset_for_epoch(epoch);
+            if own_epoch < 0 {
+                end_offset.min(log.log_end_offset())
+            } else {
+                end_offset.min(own_end)
+            }
+        };
+        if target < log.log_end_offset() {
+            tracing::info!(topic = %self.topic, partition = self.index, from = log.log_end_offset(), to = target, "truncating diverged log");
+            log.truncate_to(target)?;
+            self.reload_producers(&log, now_ms);
+            let hw = self.high_watermark().min(target);
+            self.high_watermark.store(hw, Ordering::Release);
+        }
+        Ok(target)
+    }
+
+    /// As follower: this log is below the leader's log start; start empty there.
+    pub fn reset_to(&self, offset: i64, now_ms: i64) -> Result<(), PartitionError> {
+        let _state = self.state.lock();
+        let mut log = self.log.lock();
+        log.truncate_fully_and_start_at(offset)?;
+        self.reload_producers(&log, now_ms);
+        self.high_watermark.store(offset, Ordering::Release);
+        Ok(())
+    }
+
+    fn reload_producers(&self, log: &Log, now_ms: i64) {
+        if let Err(e) = self.producers.lock().truncate_and_reload(log, now_ms) {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "reloading producer state after truncation failed");
+        }
+    }
+
+    /// Recomputes the high watermark from the log end and the followers' progress,
+    /// and wakes waiters when it moved.
+    fn update_high_watermark(&self, state: &ReplicaState) {
+        if state.role != Role::Leader {
+            return;
+        }
+        let end = self.log.lock().log_end_offset();
+        let current = self.high_watermark();
+        let hw = isr::high_watermark(
+            current,
+            self.local_id,
+            end,
+            &state.maximal_isr(),
+            &state.followers,
+        )
+        .min(end);
+        if hw != current {
+            self.high_watermark.store(hw, Ordering::Release);
+            self.wake.notify_waiters();
+        }
+    }
+
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
         self.log.lock().offset_for_timestamp(timestamp)
     }
 
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         self.log.lock().max_timestamp()
+    }
+
+    /// OffsetForLeaderEpoch: (epoch, end offset) as the leader's epoch history has it.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.log.lock().end_offset_for_epoch(epoch)
     }
 
     /// DeleteRecords: only below the high watermark, as Kafka requires.
@@ -255,10 +729,14 @@ impl Partition {
     fn ensure_leader(&self) -> Result<(), PartitionError> {
         match self.role() {
             Role::Leader => Ok(()),
-            Role::Follower => Err(PartitionError::NotLeader {
-                topic: self.topic.clone(),
-                partition: self.index,
-            }),
+            Role::Follower => Err(self.not_leader()),
+        }
+    }
+
+    fn not_leader(&self) -> PartitionError {
+        PartitionError::NotLeader {
+            topic: self.topic.clone(),
+            partition: self.index,
         }
     }
 }

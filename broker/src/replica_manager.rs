@@ -1,8 +1,9 @@
 //! The partitions this broker hosts, and the topic lifecycle around them: create,
-//! delete, add partitions, change configs. Metadata goes to the `MetadataStore` first;
-//! logs follow it, so a crash between the two is repaired on the next start.
+//! delete, add partitions, change configs. Changes are proposed to the metadata quorum;
+//! every broker then makes its partitions match the image (`apply_image`), so a crash
+//! between the two is repaired when the image is applied on the next start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,14 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::cluster::command::NewTopic;
+use crate::cluster::image::TopicImage;
+use crate::cluster::node::{ClusterError, ClusterNode};
+use crate::cluster::placement::{self, BrokerSlot};
+use crate::cluster::{Command, MetadataImage};
 use crate::config::{effective_log_config, BrokerConfig, ConfigError};
 use crate::log::{Log, LogConfig, LogError};
-use crate::metadata::{MetadataError, MetadataStore, TopicRecord};
+use crate::metadata::{MetadataError, TopicRecord};
 use crate::partition::Partition;
 
 /// Kafka has no hard cap, but a request for millions of partitions is a mistake, not a
@@ -40,6 +46,8 @@ pub enum TopicError {
     Storage(#[from] LogError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// Kafka's rule: 1..=249 chars of [a-zA-Z0-9._-], and not "." or "..".
@@ -70,37 +78,37 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 
 pub struct ReplicaManager {
     config: BrokerConfig,
-    metadata: Mutex<MetadataStore>,
+    cluster: Arc<ClusterNode>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
-    /// Woken after every append so long-polling fetches can look again.
-    appended: Notify,
+    /// Topic configs the open logs were given, to notice changes in the image.
+    topic_configs: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Woken after every append and high-watermark move so long-polling fetches (of
+    /// consumers and followers) can look again.
+    appended: Arc<Notify>,
+    /// Stray partition directories are removed once, after the first image.
+    swept: std::sync::atomic::AtomicBool,
+}
+
+/// What applying an image changed for one partition hosted here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub topic: String,
+    pub partition: i32,
+    /// Leads it now (false: follows, or no longer hosted).
+    pub leader: bool,
 }
 
 impl ReplicaManager {
-    pub fn open(config: BrokerConfig) -> Result<Self, TopicError> {
+    /// Opens nothing yet: partitions come from the metadata image (`apply_image`).
+    pub fn open(config: BrokerConfig, cluster: Arc<ClusterNode>) -> Result<Self, TopicError> {
         std::fs::create_dir_all(&config.log_dir).map_err(LogError::from)?;
-        let metadata = MetadataStore::open(&config.log_dir, config.node_id)?;
-        let mut partitions = HashMap::new();
-        let now = now_ms();
-        for topic in metadata.topics() {
-            let log_config = effective_log_config(&config.log_defaults, &topic.configs)?;
-            for p in 0..topic.partitions {
-                let log = Log::open(
-                    &partition_dir(&config, &topic.name, p),
-                    log_config.clone(),
-                    now,
-                )?;
-                partitions.insert(
-                    (topic.name.clone(), p),
-                    Arc::new(Partition::new(topic.name.clone(), topic.id, p, log)),
-                );
-            }
-        }
         Ok(ReplicaManager {
             config,
-            metadata: Mutex::new(metadata),
-            partitions: RwLock::new(partitions),
-            appended: Notify::new(),
+            cluster,
+            partitions: RwLock::new(HashMap::new()),
+            topic_configs: Mutex::new(HashMap::new()),
+            appended: Arc::new(Notify::new()),
+            swept: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -108,8 +116,12 @@ impl ReplicaManager {
         &self.config
     }
 
+    pub fn cluster(&self) -> &Arc<ClusterNode> {
+        &self.cluster
+    }
+
     pub fn cluster_id(&self) -> String {
-        self.metadata.lock().cluster_id().to_string()
+        self.cluster.image().cluster_id.clone().unwrap_or_default()
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -124,24 +136,33 @@ impl ReplicaManager {
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicRecord> {
-        self.metadata.lock().topic(name).cloned()
+        self.cluster.image().topics.get(name).map(topic_record)
     }
 
     /// The name of the topic with this id: what produce and fetch v13+ need, without
     /// copying the topic's configs.
     pub fn topic_name_by_id(&self, id: Uuid) -> Option<String> {
-        self.metadata.lock().topic_by_id(id).map(|t| t.name.clone())
+        self.cluster.image().topic_by_id(id).map(|t| t.name.clone())
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<TopicRecord> {
-        self.metadata.lock().topic_by_id(id).cloned()
+        self.cluster.image().topic_by_id(id).map(topic_record)
     }
 
     pub fn topics(&self) -> Vec<TopicRecord> {
-        self.metadata.lock().topics().cloned().collect()
+        self.cluster
+            .image()
+            .topics
+            .values()
+            .map(topic_record)
+            .collect()
     }
 
     pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    pub fn wake(&self) -> &Arc<Notify> {
         &self.appended
     }
 
@@ -155,7 +176,7 @@ impl ReplicaManager {
     }
 
     /// CreateTopics for one topic. `partitions`/`replication_factor` of -1 take the
-    /// broker defaults, as in Kafka.
+    /// broker defaults, as in Kafka. Replicas are placed over the active brokers.
     pub fn create_topic(
         &self,
         name: &str,
@@ -190,54 +211,76 @@ impl ReplicaManager {
                 "replication factor must be at least 1, got {replication_factor}"
             )));
         }
-        if replication_factor > 1 {
-            return Err(TopicError::InvalidReplicationFactor(format!(
-                "replication factor {replication_factor} is larger than the 1 available broker"
-            )));
-        }
-        let log_config = effective_log_config(&self.config.log_defaults, &configs)?;
-        let mut metadata = self.metadata.lock();
-        if metadata.topic(name).is_some() {
+        effective_log_config(&self.config.log_defaults, &configs)?;
+        if self.cluster.image().topics.contains_key(name) {
             return Err(TopicError::TopicAlreadyExists(name.to_string()));
         }
+        let assignments = self.place(name, 0, partitions, replication_factor)?;
         let record = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),
             partitions,
-            configs,
+            configs: configs.clone(),
         };
         if validate_only {
             return Ok(record);
         }
-        metadata.put_topic(record.clone())?;
-        self.open_partitions(&record, 0, &log_config)?;
+        let command = Command::CreateTopics {
+            topics: vec![NewTopic {
+                name: name.to_string(),
+                topic_id: record.id,
+                assignments,
+                configs,
+            }],
+        };
+        self.cluster.propose_blocking(command)?;
         Ok(record)
     }
 
-    /// DeleteTopics: the metadata goes first, then the partitions and their files.
+    /// Replica lists for new partitions over the active brokers, starting the leaders
+    /// at a place that depends on the topic so small topics do not all lead on one
+    /// broker.
+    fn place(
+        &self,
+        name: &str,
+        first: i32,
+        count: i32,
+        replication_factor: i16,
+    ) -> Result<Vec<Vec<i32>>, TopicError> {
+        let brokers: Vec<BrokerSlot> = self
+            .cluster
+            .image()
+            .active_brokers()
+            .map(|b| BrokerSlot {
+                broker_id: b.broker_id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        let start = name
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        placement::assign(&brokers, first, count, replication_factor as i32, start)
+            .map_err(|e| TopicError::InvalidReplicationFactor(e.to_string()))
+    }
+
+    /// The number of brokers that may host replicas now.
+    pub fn active_broker_count(&self) -> usize {
+        self.cluster.image().active_brokers().count()
+    }
+
+    /// DeleteTopics: the metadata goes first; every replica deletes its files when it
+    /// applies the change.
     pub fn delete_topic(&self, name: &str) -> Result<TopicRecord, TopicError> {
         // Deleting `__consumer_offsets` would silently drop every committed offset.
         if name == crate::group::OFFSETS_TOPIC {
             return Err(TopicError::InternalTopic(name.to_string()));
         }
         let record = self
-            .metadata
-            .lock()
-            .remove_topic(name)?
+            .topic(name)
             .ok_or_else(|| TopicError::UnknownTopic(name.to_string()))?;
-        for p in 0..record.partitions {
-            let removed = self.partitions.write().remove(&(name.to_string(), p));
-            let dir = partition_dir(&self.config, name, p);
-            match removed.map(wait_for_sole_owner) {
-                Some(Ok(partition)) => partition.delete()?,
-                // A request still holds it: its file handles stay valid after unlink.
-                _ => match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(LogError::from(e).into()),
-                },
-            }
-        }
+        self.cluster.propose_blocking(Command::DeleteTopic {
+            name: name.to_string(),
+        })?;
         Ok(record)
     }
 
@@ -248,11 +291,18 @@ impl ReplicaManager {
         count: i32,
         validate_only: bool,
     ) -> Result<TopicRecord, TopicError> {
-        let mut metadata = self.metadata.lock();
-        let mut record = metadata
-            .topic(name)
-            .cloned()
-            .ok_or_else(|| TopicError::UnknownTopic(name.to_string()))?;
+        let (record, replication_factor) = {
+            let image = self.cluster.image();
+            let t = image
+                .topics
+                .get(name)
+                .ok_or_else(|| TopicError::UnknownTopic(name.to_string()))?;
+            let rf = t
+                .partitions
+                .first()
+                .map_or(1, |p| (p.replicas.len() - p.removing.len()).max(1) as i16);
+            (topic_record(t), rf)
+        };
         if count <= record.partitions {
             return Err(TopicError::InvalidPartitions(format!(
                 "topic currently has {} partitions, {count} would not be an increase",
@@ -264,15 +314,23 @@ impl ReplicaManager {
                 "number of partitions {count} exceeds the limit of {MAX_PARTITIONS_PER_TOPIC} per topic"
             )));
         }
+        let assignments = self.place(
+            name,
+            record.partitions,
+            count - record.partitions,
+            replication_factor,
+        )?;
         if validate_only {
             return Ok(record);
         }
-        let first_new = record.partitions;
-        record.partitions = count;
-        metadata.put_topic(record.clone())?;
-        let log_config = effective_log_config(&self.config.log_defaults, &record.configs)?;
-        self.open_partitions(&record, first_new, &log_config)?;
-        Ok(record)
+        self.cluster.propose_blocking(Command::CreatePartitions {
+            topic: name.to_string(),
+            assignments,
+        })?;
+        Ok(TopicRecord {
+            partitions: count,
+            ..record
+        })
     }
 
     /// Replaces a topic's config overrides (the result of an incremental alter).
@@ -282,23 +340,199 @@ impl ReplicaManager {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let log_config = effective_log_config(&self.config.log_defaults, &configs)?;
-        let mut metadata = self.metadata.lock();
-        let mut record = metadata
+        effective_log_config(&self.config.log_defaults, &configs)?;
+        let record = self
             .topic(name)
-            .cloned()
             .ok_or_else(|| TopicError::UnknownTopic(name.to_string()))?;
         if validate_only {
             return Ok(());
         }
-        record.configs = configs;
-        metadata.put_topic(record.clone())?;
-        for p in 0..record.partitions {
-            if let Some(partition) = self.partition(name, p) {
-                partition.set_config(log_config.clone());
+        let mut changes: BTreeMap<String, Option<String>> = record
+            .configs
+            .keys()
+            .filter(|k| !configs.contains_key(*k))
+            .map(|k| (k.clone(), None))
+            .collect();
+        changes.extend(configs.into_iter().map(|(k, v)| (k, Some(v))));
+        self.cluster.propose_blocking(Command::AlterTopicConfigs {
+            topic: name.to_string(),
+            configs: changes,
+        })?;
+        Ok(())
+    }
+
+    /// Makes the hosted partitions what the image says: opens logs for new replicas,
+    /// gives each its role, applies config changes, deletes what is no longer hosted
+    /// here. Returns the role changes.
+    pub fn apply_image(&self, image: &MetadataImage) -> Vec<Transition> {
+        let now = now_ms();
+        let me = self.config.node_id;
+        let mut wanted: HashSet<(String, i32)> = HashSet::new();
+        let mut transitions = Vec::new();
+        for topic in image.topics.values() {
+            let log_config = match effective_log_config(&self.config.log_defaults, &topic.configs) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, error = %e, "invalid topic config in metadata; using defaults");
+                    self.config.log_defaults.clone()
+                }
+            };
+            let configs_changed = self
+                .topic_configs
+                .lock()
+                .insert(topic.name.clone(), topic.configs.clone())
+                .is_some_and(|old| old != topic.configs);
+            for (i, state) in topic.partitions.iter().enumerate() {
+                if !state.replicas.contains(&me) {
+                    continue;
+                }
+                let key = (topic.name.clone(), i as i32);
+                wanted.insert(key.clone());
+                let existing = self.partitions.read().get(&key).cloned();
+                let partition = match existing {
+                    Some(p) if p.topic_id == topic.topic_id => {
+                        if configs_changed {
+                            p.set_config(log_config.clone());
+                        }
+                        p
+                    }
+                    other => {
+                        if other.is_some() {
+                            // Same name, new id: the topic was deleted and created again.
+                            self.remove_partition(&key);
+                        }
+                        match self.open_partition(
+                            &topic.name,
+                            topic.topic_id,
+                            i as i32,
+                            &log_config,
+                        ) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                tracing::error!(topic = %topic.name, partition = i, error = %e, "cannot open partition");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if partition.apply_state(state, now) {
+                    transitions.push(Transition {
+                        topic: topic.name.clone(),
+                        partition: i as i32,
+                        leader: state.leader == me,
+                    });
+                }
             }
         }
-        Ok(())
+        let gone: Vec<(String, i32)> = self
+            .partitions
+            .read()
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.remove_partition(&key);
+            transitions.push(Transition {
+                topic: key.0.clone(),
+                partition: key.1,
+                leader: false,
+            });
+        }
+        self.topic_configs
+            .lock()
+            .retain(|name, _| image.topics.contains_key(name));
+        if !self.swept.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.sweep_strays(&wanted);
+        }
+        self.notify_appended();
+        transitions
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        log_config: &LogConfig,
+    ) -> Result<Arc<Partition>, TopicError> {
+        let log = Log::open(
+            &partition_dir(&self.config, topic, index),
+            log_config.clone(),
+            now_ms(),
+        )?;
+        let partition = Arc::new(Partition::new(
+            topic.to_string(),
+            topic_id,
+            index,
+            log,
+            self.config.node_id,
+            self.appended.clone(),
+        ));
+        self.partitions
+            .write()
+            .insert((topic.to_string(), index), partition.clone());
+        Ok(partition)
+    }
+
+    /// Stops hosting a partition and deletes its files.
+    fn remove_partition(&self, key: &(String, i32)) {
+        let removed = self.partitions.write().remove(key);
+        let dir = partition_dir(&self.config, &key.0, key.1);
+        let result = match removed.map(wait_for_sole_owner) {
+            Some(Ok(partition)) => partition.delete().map_err(TopicError::from),
+            // A request still holds it: its file handles stay valid after unlink.
+            _ => match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(LogError::from(e).into()),
+            },
+        };
+        match result {
+            Ok(()) => tracing::info!(topic = %key.0, partition = key.1, "partition removed"),
+            Err(e) => {
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot delete partition files")
+            }
+        }
+    }
+
+    /// Partition directories of topics deleted (or moved away) while this broker was
+    /// down: nothing refers to them any more.
+    fn sweep_strays(&self, wanted: &HashSet<(String, i32)>) {
+        let Ok(entries) = std::fs::read_dir(&self.config.log_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some((topic, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<i32>() else {
+                continue;
+            };
+            if topic.starts_with("__cluster_metadata")
+                || validate_topic_name(topic).is_err()
+                || !entry.path().is_dir()
+                || wanted.contains(&(topic.to_string(), index))
+            {
+                continue;
+            }
+            tracing::info!(dir = %entry.path().display(), "removing partition no longer hosted here");
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::error!(dir = %entry.path().display(), error = %e, "cannot remove stray partition");
+            }
+        }
+    }
+
+    /// Follower partitions by the broker that leads them.
+    pub fn followers_by_leader(&self) -> HashMap<i32, Vec<Arc<Partition>>> {
+        let mut out: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
+        for p in self.all_partitions() {
+            if let Some((leader, ..)) = p.follower_position() {
+                out.entry(leader).or_default().push(p);
+            }
+        }
+        out
     }
 
     /// Background work for every partition: time-based flush and roll, and retention
@@ -338,26 +572,14 @@ impl ReplicaManager {
             }
         }
     }
+}
 
-    fn open_partitions(
-        &self,
-        record: &TopicRecord,
-        from: i32,
-        log_config: &LogConfig,
-    ) -> Result<(), TopicError> {
-        let now = now_ms();
-        for p in from..record.partitions {
-            let log = Log::open(
-                &partition_dir(&self.config, &record.name, p),
-                log_config.clone(),
-                now,
-            )?;
-            self.partitions.write().insert(
-                (record.name.clone(), p),
-                Arc::new(Partition::new(record.name.clone(), record.id, p, log)),
-            );
-        }
-        Ok(())
+fn topic_record(t: &TopicImage) -> TopicRecord {
+    TopicRecord {
+        name: t.name.clone(),
+        id: t.topic_id,
+        partitions: t.partitions.len() as i32,
+        configs: t.configs.clone(),
     }
 }
 
@@ -392,7 +614,8 @@ mod tests {
     fn topics_are_created_grown_and_deleted_but_internal_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig::dev("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-        let rm = ReplicaManager::open(config.clone()).unwrap();
+        let cluster = crate::cluster::testing::SingleNode::start(config.clone());
+        let rm = cluster.replicas.clone();
         let t = rm
             .create_topic("orders", 2, 1, BTreeMap::new(), false)
             .unwrap();
@@ -438,12 +661,16 @@ mod tests {
         assert_eq!(rm.delete_topic("orders").unwrap().partitions, 3);
         assert!(!dir.path().join("orders-0").exists());
         assert!(rm.partition("orders", 0).is_none());
-        rm.shutdown();
+        drop(rm);
+        cluster.stop();
         // Reopened: the internal topic is still there, the deleted one is not.
-        let rm = ReplicaManager::open(config).unwrap();
+        let cluster = crate::cluster::testing::SingleNode::start(config);
+        let rm = cluster.replicas.clone();
         assert!(rm.topic(crate::group::OFFSETS_TOPIC).is_some());
+        assert!(rm.partition(crate::group::OFFSETS_TOPIC, 0).is_some());
         assert!(rm.topic("orders").is_none());
-        rm.shutdown();
+        drop(rm);
+        cluster.stop();
     }
 
     #[test]

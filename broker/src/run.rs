@@ -1,18 +1,31 @@
-//! The broker process: open the logs, serve Kafka and metrics, run background log
-//! maintenance, and shut down cleanly on SIGTERM or Ctrl-C.
+//! The node process: join the metadata quorum, register as a broker, follow the
+//! metadata image with its partitions, serve Kafka, replication and metrics, run
+//! background log maintenance, and shut down cleanly (leadership first) on SIGTERM.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::cluster::controller::Controller;
+use crate::cluster::lifecycle::{self, LifecycleError};
+use crate::cluster::node::ClusterNode;
+use crate::cluster::producer_ids::QuorumBlockSource;
+use crate::cluster::quorum::{Quorum, QuorumConfig};
+use crate::cluster::MetadataImage;
 use crate::config::BrokerConfig;
 use crate::group::GroupCoordinator;
 use crate::metrics::{self, Metrics};
 use crate::producer_state::ProducerIdManager;
 use crate::replica_manager::{ReplicaManager, TopicError};
+use crate::replication::fetcher::FetcherManager;
+use crate::replication::isr_updater;
+use crate::replication::service::ReplicationService;
+use crate::rpc::proto::replication_server::ReplicationServer;
 use crate::wire::{server, Context};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +40,12 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot load consumer groups from __consumer_offsets: {0}")]
-    Groups(String),
+    #[error(transparent)]
+    Meta(#[from] crate::metadata::MetadataError),
+    #[error(transparent)]
+    Quorum(#[from] crate::cluster::quorum::QuorumError),
+    #[error(transparent)]
+    Registration(#[from] crate::cluster::lifecycle::LifecycleError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -36,22 +53,121 @@ pub enum StartError {
 /// How often time-based flush and roll are checked; retention runs on its own interval.
 const TICK: Duration = Duration::from_millis(250);
 
+/// Kafka's name for the metadata log's directory; its partition dirs never clash.
+const METADATA_DIR: &str = "__cluster_metadata-0";
+
 pub async fn run(
     config: BrokerConfig,
     on_ready: impl FnOnce(&BrokerConfig),
 ) -> Result<(), StartError> {
     raise_fd_limit();
     let dir = config.log_dir.clone();
-    let replicas = tokio::task::spawn_blocking(move || ReplicaManager::open(config))
+    std::fs::create_dir_all(&dir).map_err(|e| StartError::Logs {
+        dir: dir.clone(),
+        source: TopicError::Storage(e.into()),
+    })?;
+    // Refuses a log dir formatted for another node id.
+    crate::metadata::MetadataStore::open(&dir, config.node_id)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // The metadata quorum first: everything else follows its image.
+    let image = Arc::new(RwLock::new(MetadataImage::default()));
+    let quorum_config = QuorumConfig::new(
+        config.node_id,
+        config.cluster.voters.clone(),
+        dir.join(METADATA_DIR),
+    );
+    let quorum = Quorum::start(quorum_config, image.clone()).await?;
+    let node = Arc::new(ClusterNode::new(config.node_id, quorum.clone(), image));
+    let replicas = Arc::new(
+        ReplicaManager::open(config.clone(), node.clone())
+            .map_err(|source| StartError::Logs { dir, source })?,
+    );
+    let controller = Arc::new(Controller::new(node.clone(), config.cluster.clone()));
+    let local_ip = config
+        .cluster
+        .internal_listen
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let internal = match config.cluster.internal_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let replication = ReplicationServer::new(ReplicationService::new(replicas.clone()))
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024);
+            let server = tonic::transport::Server::builder()
+                .add_service(quorum.raft_service())
+                .add_service(quorum.controller_service(controller.clone()))
+                .add_service(replication);
+            let mut stop = shutdown_rx.clone();
+            Some(tokio::spawn(server.serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
+    if config.cluster.controller {
+        tokio::spawn(controller.clone().run(shutdown_rx.clone()));
+    }
+    let registered = tokio::select! {
+        r = lifecycle::register(&node, &config, &shutdown_rx) => r?,
+        _ = sigterm.recv() => return Err(LifecycleError::Stopped.into()),
+        _ = sigint.recv() => return Err(LifecycleError::Stopped.into()),
+    };
+    tokio::spawn(lifecycle::heartbeats(
+        node.clone(),
+        controller.clone(),
+        config.clone(),
+        local_ip,
+        shutdown_rx.clone(),
+    ));
+    // The image this node serves from must be at least as new as its registration.
+    while !quorum
+        .wait_applied(registered, Duration::from_secs(5))
         .await
-        .map_err(|e| StartError::Logs {
-            dir: dir.clone(),
-            source: TopicError::Storage(std::io::Error::other(e.to_string()).into()),
-        })?
-        .map_err(|source| StartError::Logs { dir, source })?;
-    let replicas = Arc::new(replicas);
-    let config = replicas.config().clone();
+    {
+        tracing::info!(registered, "catching up with the metadata log");
+    }
+    // Like Kafka, serve clients once the controller unfenced this broker: it then
+    // leads what it should, instead of answering LEADER_NOT_AVAILABLE meanwhile.
+    let mut applied = quorum.applied();
+    let unfenced = tokio::time::timeout(
+        Duration::from_secs(30),
+        applied.wait_for(|_| node.image().is_active(config.node_id)),
+    )
+    .await;
+    if !matches!(unfenced, Ok(Ok(_))) {
+        tracing::warn!("not unfenced by the controller within 30 s; serving anyway");
+    }
+
     let metrics = Arc::new(Metrics::new());
+    let groups = Arc::new(GroupCoordinator::new(
+        replicas.clone(),
+        config.group.clone(),
+        config.offsets_topic_num_partitions,
+    ));
+    let fetchers = Arc::new(FetcherManager::new(
+        replicas.clone(),
+        local_ip,
+        shutdown_rx.clone(),
+    ));
+    let publisher = Publisher {
+        node: node.clone(),
+        replicas: replicas.clone(),
+        groups: groups.clone(),
+        fetchers: fetchers.clone(),
+    };
+    publisher.publish().await;
+    tokio::spawn(publisher.run(shutdown_rx.clone()));
+    tokio::spawn(isr_updater::run(replicas.clone(), shutdown_rx.clone()));
+    tokio::spawn(tick_groups(groups.clone(), shutdown_rx.clone()));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -69,45 +185,79 @@ pub async fn run(
             replicas.clone(),
         ));
     }
-    let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let groups = Arc::new(GroupCoordinator::new(
-        replicas.clone(),
-        config.group.clone(),
-        config.offsets_topic_num_partitions,
-    ));
-    let loaded = {
-        let groups = groups.clone();
-        tokio::task::spawn_blocking(move || groups.load())
-            .await
-            .map_err(|e| StartError::Groups(e.to_string()))?
-            .map_err(|e| StartError::Groups(e.to_string()))?
-    };
-    tracing::info!(records = loaded, "group coordinator loaded");
-    tokio::spawn(tick_groups(groups.clone(), shutdown_rx.clone()));
     let ctx = Context {
         replicas: replicas.clone(),
         metrics,
         groups,
-        producer_ids: Arc::new(ProducerIdManager::local(&config.log_dir)),
+        producer_ids: Arc::new(ProducerIdManager::new(Arc::new(QuorumBlockSource::new(
+            node.clone(),
+        )))),
     };
     let serving = tokio::spawn(server::serve(listener, ctx, shutdown_rx.clone()));
-    let maintenance = tokio::spawn(maintain(replicas.clone(), shutdown_rx));
-    tracing::info!(listen = %config.listen, log_dir = %config.log_dir.display(), "broker started");
+    let maintenance = tokio::spawn(maintain(replicas.clone(), shutdown_rx.clone()));
+    tracing::info!(listen = %config.listen, log_dir = %config.log_dir.display(), node = config.node_id, "broker started");
     on_ready(&config);
 
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
     }
+    // Leadership moves away while this broker still serves fetches, so followers
+    // can take over with everything committed.
+    // On one node too: the next start then takes the node id back at once.
+    if config.cluster.controlled_shutdown_enable {
+        lifecycle::controlled_shutdown(&node).await;
+    }
     let _ = shutdown_tx.send(true);
     let _ = serving.await;
     let _ = maintenance.await;
+    fetchers.stop();
     tokio::task::block_in_place(|| replicas.shutdown());
     tracing::info!("logs closed cleanly");
+    quorum.shutdown().await;
+    if let Some(internal) = internal {
+        let _ = tokio::time::timeout(Duration::from_secs(2), internal).await;
+    }
     Ok(())
+}
+
+/// Makes this broker's partitions follow the metadata image: after every applied
+/// change, roles, fetchers and group ownership are brought up to date.
+struct Publisher {
+    node: Arc<ClusterNode>,
+    replicas: Arc<ReplicaManager>,
+    groups: Arc<GroupCoordinator>,
+    fetchers: Arc<FetcherManager>,
+}
+
+impl Publisher {
+    async fn publish(&self) {
+        let index = *self.node.quorum().applied().borrow();
+        let image = self.node.image().clone();
+        let replicas = self.replicas.clone();
+        let groups = self.groups.clone();
+        let published = tokio::task::spawn_blocking(move || {
+            let transitions = replicas.apply_image(&image);
+            groups.on_transitions(&transitions);
+        })
+        .await;
+        if let Err(e) = published {
+            tracing::error!(error = %e, "applying the metadata image failed");
+        }
+        self.fetchers.sync();
+        self.node.set_published(index);
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut applied = self.node.quorum().applied();
+        loop {
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            self.publish().await;
+        }
+    }
 }
 
 async fn maintain(replicas: Arc<ReplicaManager>, mut shutdown: watch::Receiver<bool>) {

@@ -17,6 +17,15 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     pub fenced: bool,
     pub in_controlled_shutdown: bool,
+    /// Metadata log index of the registration: the broker is unfenced once it has
+    /// applied the log this far (it then knows every partition it hosts).
+    #[serde(default)]
+    pub registered_index: u64,
+    /// A newer process asked to register under this id while this one looked alive.
+    /// The controller then fences this registration as soon as its heartbeats are
+    /// seen to have stopped, instead of waiting out the whole session timeout.
+    #[serde(default)]
+    pub pending_incarnation: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +165,7 @@ impl MetadataImage {
                 endpoints,
                 rack,
             } => {
-                if let Some(b) = self.brokers.get(broker_id) {
+                if let Some(b) = self.brokers.get_mut(broker_id) {
                     if b.incarnation_id == *incarnation_id {
                         // A retried proposal of the same registration.
                         return CommandResult::BrokerRegistered {
@@ -165,8 +174,10 @@ impl MetadataImage {
                     }
                     if !b.fenced && !b.in_controlled_shutdown {
                         // Either a second process with this node.id, or a restart
-                        // before the controller noticed the old one died: it fences the
-                        // old one after broker.session.timeout.ms, then this succeeds.
+                        // before the controller noticed the old one died: the
+                        // controller fences the old one once its heartbeats are seen
+                        // to have stopped, then this succeeds.
+                        b.pending_incarnation = Some(*incarnation_id);
                         return refuse(
                             codes::DUPLICATE_BROKER_REGISTRATION,
                             format!(
@@ -193,6 +204,8 @@ impl MetadataImage {
                         rack: rack.clone(),
                         fenced: true,
                         in_controlled_shutdown: false,
+                        registered_index: index,
+                        pending_incarnation: None,
                     },
                 );
                 CommandResult::BrokerRegistered { broker_epoch }

@@ -17,8 +17,51 @@ use tokio::sync::oneshot;
 use super::membership::{Group, GroupConfig, GroupState, JoinRequest, JoinResponse, SyncResponse};
 use super::records::{self, OffsetCommitValue, RecordKey};
 use crate::log::batch::{batches, build_batch, NewRecord};
-use crate::partition::{Partition, PartitionError, Role};
-use crate::replica_manager::{now_ms, ReplicaManager, TopicError};
+use crate::partition::{AckStatus, Partition, PartitionError, Role};
+use crate::replica_manager::{now_ms, ReplicaManager, TopicError, Transition};
+
+/// How long an offset commit waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Blocks (the caller is in `block_in_place`) until the ISR has everything below
+/// `required`, or fails as a produce with acks=all would.
+fn wait_for_isr(partition: &Partition, required: i64) -> Result<(), PartitionError> {
+    let epoch = partition.leader_epoch();
+    let deadline = Instant::now() + OFFSETS_COMMIT_TIMEOUT;
+    loop {
+        let wake = partition.wake().clone();
+        let notified = wake.notified();
+        match partition.ack_status(required, epoch) {
+            AckStatus::Done => return Ok(()),
+            AckStatus::NotLeader => {
+                return Err(PartitionError::NotLeader {
+                    topic: partition.topic.clone(),
+                    partition: partition.index,
+                })
+            }
+            AckStatus::NotEnoughReplicasAfterAppend { isr, min_isr } => {
+                return Err(PartitionError::NotEnoughReplicasAfterAppend {
+                    topic: partition.topic.clone(),
+                    partition: partition.index,
+                    isr,
+                    min_isr,
+                })
+            }
+            AckStatus::Pending if Instant::now() >= deadline => {
+                return Err(PartitionError::NotEnoughReplicas {
+                    topic: partition.topic.clone(),
+                    partition: partition.index,
+                    isr: partition.isr_size(),
+                    min_isr: 0,
+                })
+            }
+            AckStatus::Pending => {}
+        }
+        let slice = std::time::Duration::from_millis(50);
+        let _ = tokio::runtime::Handle::current()
+            .block_on(async { tokio::time::timeout(slice, notified).await });
+    }
+}
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -85,13 +128,26 @@ impl GroupCoordinator {
         if self.replicas.topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
+        // Kafka's rule: the topic waits until `offsets.topic.replication.factor`
+        // brokers are up rather than starting with fewer replicas for good.
+        let cluster = &self.replicas.config().cluster;
+        let rf = match cluster.offsets_topic_replication_factor {
+            -1 => self.replicas.config().default_replication_factor,
+            rf => rf,
+        };
+        if self.replicas.active_broker_count() < rf as usize {
+            return Err(TopicError::InvalidReplicationFactor(format!(
+                "{OFFSETS_TOPIC} needs {rf} brokers, {} are up",
+                self.replicas.active_broker_count()
+            )));
+        }
         let configs = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
         ]);
         match self
             .replicas
-            .create_topic(OFFSETS_TOPIC, self.num_partitions, -1, configs, false)
+            .create_topic(OFFSETS_TOPIC, self.num_partitions, rf, configs, false)
         {
             Ok(_) | Err(TopicError::TopicAlreadyExists(_)) => Ok(()),
             Err(e) => Err(e),
@@ -110,27 +166,55 @@ impl GroupCoordinator {
         }
     }
 
-    /// FindCoordinator: this broker when it leads the group's partition.
-    pub fn find_coordinator(&self, group_id: &str) -> Result<(), ResponseError> {
+    /// FindCoordinator: the broker leading the group's partition (any broker answers).
+    pub fn find_coordinator(&self, group_id: &str) -> Result<i32, ResponseError> {
         self.ensure_offsets_topic().map_err(|e| {
-            tracing::error!(error = %e, "cannot create {OFFSETS_TOPIC}");
+            tracing::warn!(error = %e, "cannot create {OFFSETS_TOPIC}");
             ResponseError::CoordinatorNotAvailable
         })?;
-        self.coordinator_partition(group_id).map(|_| ())
+        let image = self.replicas.cluster().image();
+        match image.partition(OFFSETS_TOPIC, self.partition_for(group_id)) {
+            Some(p) if p.leader >= 0 => Ok(p.leader),
+            _ => Err(ResponseError::CoordinatorNotAvailable),
+        }
     }
 
-    /// Rebuilds groups and committed offsets from `__consumer_offsets`.
-    pub fn load(&self) -> Result<usize, PartitionError> {
+    /// Leadership of `__consumer_offsets` partitions moved: load the groups of the
+    /// partitions led here now, drop those of partitions led elsewhere.
+    pub fn on_transitions(&self, transitions: &[Transition]) {
+        for t in transitions.iter().filter(|t| t.topic == OFFSETS_TOPIC) {
+            self.unload_partition(t.partition);
+            if t.leader {
+                match self.load_partition(t.partition) {
+                    Ok(n) => tracing::info!(partition = t.partition, records = n, "loaded groups"),
+                    Err(e) => {
+                        tracing::error!(partition = t.partition, error = %e, "cannot load groups")
+                    }
+                }
+            }
+        }
+    }
+
+    fn unload_partition(&self, partition: i32) {
+        self.groups
+            .lock()
+            .retain(|id, _| self.partition_for(id) != partition);
+    }
+
+    /// Rebuilds the groups and committed offsets of one `__consumer_offsets` partition,
+    /// to its log end: a new leader holds every commit the old one acknowledged.
+    fn load_partition(&self, p: i32) -> Result<usize, PartitionError> {
         let mut loaded = 0;
-        for p in 0..self.num_partitions {
+        {
             let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, p) else {
-                continue;
+                return Ok(0);
             };
             let mut offset = partition.log_start_offset();
-            let end = partition.high_watermark();
+            let end = partition.log_end_offset();
             while offset < end {
-                let fetched = partition.fetch(offset, 4 * 1024 * 1024, true)?;
-                let Some(slice) = fetched.slice else { break };
+                let Some(slice) = partition.read_to_end(offset, 4 * 1024 * 1024)? else {
+                    break;
+                };
                 let bytes = slice.to_vec()?;
                 let mut next = offset;
                 for batch in batches(&bytes) {
@@ -235,21 +319,26 @@ impl GroupCoordinator {
         let mut buf = BytesMut::from(&build_batch(&records)[..]);
         // SyncGroup reaches this from an async handler; the other callers already run
         // inside `block_in_place`, where a nested call costs nothing.
-        tokio::task::block_in_place(|| partition.append_as_leader(&mut buf, -1, now))
-            .map(|_| ())
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot write to {OFFSETS_TOPIC}");
-                match e {
-                    PartitionError::NotLeader { .. } => ResponseError::NotCoordinator,
-                    PartitionError::NotEnoughReplicas { .. } => {
-                        ResponseError::CoordinatorNotAvailable
-                    }
-                    PartitionError::Log(crate::log::LogError::MessageTooLarge { .. }) => {
-                        ResponseError::InvalidCommitOffsetSize
-                    }
-                    _ => ResponseError::UnknownServerError,
+        tokio::task::block_in_place(|| {
+            let info = partition.append_as_leader(&mut buf, -1, now)?;
+            // Like a produce with acks=all: the commit is answered once the ISR has it,
+            // so a new coordinator after failover still has it.
+            wait_for_isr(partition, info.last_offset + 1)
+        })
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot write to {OFFSETS_TOPIC}");
+            match e {
+                PartitionError::NotLeader { .. } => ResponseError::NotCoordinator,
+                PartitionError::NotEnoughReplicas { .. }
+                | PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+                    ResponseError::CoordinatorNotAvailable
                 }
-            })
+                PartitionError::Log(crate::log::LogError::MessageTooLarge { .. }) => {
+                    ResponseError::InvalidCommitOffsetSize
+                }
+                _ => ResponseError::UnknownServerError,
+            }
+        })
     }
 
     fn persist_group(&self, partition: &Partition, group: &Group) {
@@ -712,20 +801,28 @@ mod tests {
 
     /// Commits are records in `__consumer_offsets`: a new coordinator over the same
     /// logs sees them, and expiry writes tombstones that a reload honours too.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn commits_survive_a_reload_and_expire_with_tombstones() {
+    #[test]
+    fn commits_survive_a_reload_and_expire_with_tombstones() {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig::dev("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         let group_config = GroupConfig {
             offsets_retention_ms: 60_000,
             ..config.group.clone()
         };
-        let replicas = Arc::new(ReplicaManager::open(config.clone()).unwrap());
+        let cluster = crate::cluster::testing::SingleNode::start(config.clone());
+        let replicas = cluster.replicas.clone();
         replicas
             .create_topic("t", 2, 1, BTreeMap::new(), false)
             .unwrap();
         let c = GroupCoordinator::new(replicas.clone(), group_config.clone(), 3);
-        c.find_coordinator("g").unwrap();
+        assert_eq!(c.find_coordinator("g").unwrap(), 1);
+        let loaded: Vec<Transition> = (0..3)
+            .map(|p| Transition {
+                topic: OFFSETS_TOPIC.to_string(),
+                partition: p,
+                leader: true,
+            })
+            .collect();
         commit(&c, "g", "t", 0, 5);
         commit(&c, "g", "t", 1, 7);
         commit(&c, "g", "t", 0, 6);
@@ -752,7 +849,7 @@ mod tests {
         assert_eq!(r, vec![Err(ResponseError::UnknownTopicOrPartition)]);
 
         let reloaded = GroupCoordinator::new(replicas.clone(), group_config.clone(), 3);
-        assert!(reloaded.load().unwrap() >= 3);
+        reloaded.on_transitions(&loaded);
         assert_eq!(committed(&reloaded, "g", "t"), committed(&c, "g", "t"));
 
         // Not yet old enough, then expired.
@@ -765,17 +862,18 @@ mod tests {
         );
 
         let again = GroupCoordinator::new(replicas.clone(), group_config, 3);
-        again.load().unwrap();
+        again.on_transitions(&loaded);
         assert_eq!(committed(&again, "g", "t"), vec![(0, None), (1, None)]);
-        replicas.shutdown();
+        drop(replicas);
+        cluster.stop();
     }
 
     #[test]
     fn the_partition_of_a_group_is_kafkas() {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig::dev("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-        let replicas = Arc::new(ReplicaManager::open(config).unwrap());
-        let c = GroupCoordinator::new(replicas, GroupConfig::default(), 50);
+        let cluster = crate::cluster::testing::SingleNode::start(config);
+        let c = GroupCoordinator::new(cluster.replicas.clone(), GroupConfig::default(), 50);
         // Values from Java: Utils.abs(g.hashCode()) % 50.
         assert_eq!(c.partition_for("my-group"), 12); // hashCode -1906497762
         assert_eq!(c.partition_for("console-consumer-1"), 24);

@@ -25,6 +25,8 @@ pub enum ProducerIdError {
     Corrupt { path: PathBuf, reason: String },
     #[error("the producer id space is exhausted")]
     Exhausted,
+    #[error("no producer id block from the controller: {0}")]
+    Unavailable(String),
 }
 
 /// A contiguous range of ids reserved for this broker: `first..first + size`.

@@ -131,8 +131,14 @@ mod tests {
             f
         };
         let followers = BTreeMap::from([(2, slow), (3, fast)]);
-        assert_eq!(out_of_sync(1, &[1, 2, 3], &followers, 40_000, 30_000), vec![2]);
-        assert_eq!(out_of_sync(1, &[1, 2, 3, 4], &followers, 40_000, 30_000), vec![2, 4]);
+        assert_eq!(
+            out_of_sync(1, &[1, 2, 3], &followers, 40_000, 30_000),
+            vec![2]
+        );
+        assert_eq!(
+            out_of_sync(1, &[1, 2, 3, 4], &followers, 40_000, 30_000),
+            vec![2, 4]
+        );
         assert!(may_join(&fast, 10, 5));
         assert!(!may_join(&slow, 10, 0));
         assert!(!may_join(&at(10), 10, 11));

@@ -10,12 +10,17 @@ use super::Context;
 /// Endpoint types of DescribeCluster v1+: 1 = brokers, 2 = controllers.
 const ENDPOINT_BROKERS: i8 = 1;
 
-pub fn describe(ctx: &Context, request: DescribeClusterRequest) -> DescribeClusterResponse {
-    let config = ctx.replicas.config();
+pub fn describe(
+    ctx: &Context,
+    request: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
+    let cluster = ctx.replicas.cluster();
+    let controller = cluster.quorum().leader_id().unwrap_or(-1);
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(StrBytes::from_string(ctx.replicas.cluster_id()))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(controller))
         .with_cluster_authorized_operations(i32::MIN);
     // A single combined node serves both kinds of endpoint on the same listener.
     if request.endpoint_type != ENDPOINT_BROKERS && request.endpoint_type != 2 {
@@ -23,8 +28,19 @@ pub fn describe(ctx: &Context, request: DescribeClusterRequest) -> DescribeClust
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
             .with_error_message(Some(StrBytes::from_static_str("unknown endpoint type")));
     }
-    response.with_brokers(vec![DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(config.node_id))
-        .with_host(StrBytes::from_string(config.advertised_host.clone()))
-        .with_port(config.advertised_port as i32)])
+    // Every registered broker, fenced ones flagged (v2), as Kafka answers.
+    let image = cluster.image();
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.broker_id))
+                .with_host(StrBytes::from_string(b.endpoints.kafka_host.clone()))
+                .with_port(b.endpoints.kafka_port as i32)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+                .with_is_fenced(version >= 2 && b.fenced)
+        })
+        .collect();
+    response.with_brokers(brokers)
 }

@@ -11,7 +11,7 @@ use kafka_protocol::protocol::decode_request_header_from_buffer;
 use super::response::{encode, ResponseFrame};
 use super::{
     admin, api_versions, cluster, configs, fetch, groups, init_producer_id, list_offsets, metadata,
-    offsets, produce, Context,
+    offsets, produce, replication, Context,
 };
 
 pub enum Outcome {
@@ -84,6 +84,11 @@ async fn route(
             &groups::join_group(ctx, r, version, client_id).await,
         )),
         RequestKind::SyncGroup(r) => respond(encode(c, version, &groups::sync_group(ctx, r).await)),
+        // Appends block (in place); acks=all then waits for the ISR.
+        RequestKind::Produce(r) => match produce::handle(ctx, r, version).await {
+            Some(response) => respond(encode(c, version, &response)),
+            None => Outcome::NoResponse,
+        },
         // Handlers that may write to disk (appends and their fsync, topic files,
         // metadata) run where blocking is allowed, so other connections keep being served.
         r if writes_to_disk(&r) => tokio::task::block_in_place(|| route_now(ctx, r, version, c)),
@@ -94,9 +99,8 @@ async fn route(
 fn writes_to_disk(request: &RequestKind) -> bool {
     matches!(
         request,
-        RequestKind::Produce(_)
-            // Auto-creation of topics.
-            | RequestKind::Metadata(_)
+        // Auto-creation of topics.
+        RequestKind::Metadata(_)
             | RequestKind::CreateTopics(_)
             | RequestKind::DeleteTopics(_)
             | RequestKind::CreatePartitions(_)
@@ -109,6 +113,9 @@ fn writes_to_disk(request: &RequestKind) -> bool {
             | RequestKind::OffsetCommit(_)
             | RequestKind::OffsetDelete(_)
             | RequestKind::DeleteGroups(_)
+            // Metadata changes wait for the quorum.
+            | RequestKind::ElectLeaders(_)
+            | RequestKind::AlterPartitionReassignments(_)
     )
 }
 
@@ -117,10 +124,6 @@ fn route_now(ctx: &Context, request: RequestKind, version: i16, c: i32) -> Outco
     match request {
         RequestKind::ApiVersions(r) => respond(encode(c, version, &api_versions::handle(r))),
         RequestKind::Metadata(r) => respond(encode(c, version, &metadata::handle(ctx, r, version))),
-        RequestKind::Produce(r) => match produce::handle(ctx, r, version) {
-            Some(response) => respond(encode(c, version, &response)),
-            None => Outcome::NoResponse,
-        },
         RequestKind::ListOffsets(r) => {
             respond(encode(c, version, &list_offsets::handle(ctx, r, version)))
         }
@@ -142,7 +145,9 @@ fn route_now(ctx: &Context, request: RequestKind, version: i16, c: i32) -> Outco
         RequestKind::IncrementalAlterConfigs(r) => {
             respond(encode(c, version, &configs::incremental_alter(ctx, r)))
         }
-        RequestKind::DescribeCluster(r) => respond(encode(c, version, &cluster::describe(ctx, r))),
+        RequestKind::DescribeCluster(r) => {
+            respond(encode(c, version, &cluster::describe(ctx, r, version)))
+        }
         RequestKind::InitProducerId(r) => {
             respond(encode(c, version, &init_producer_id::handle(ctx, r)))
         }
@@ -170,6 +175,24 @@ fn route_now(ctx: &Context, request: RequestKind, version: i16, c: i32) -> Outco
         }
         RequestKind::OffsetDelete(r) => {
             respond(encode(c, version, &offsets::offset_delete(ctx, r)))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => respond(encode(
+            c,
+            version,
+            &replication::offset_for_leader_epoch(ctx, r),
+        )),
+        RequestKind::ElectLeaders(r) => respond(encode(
+            c,
+            version,
+            &replication::elect_leaders(ctx, r, version),
+        )),
+        RequestKind::AlterPartitionReassignments(r) => respond(encode(
+            c,
+            version,
+            &replication::alter_reassignments(ctx, r),
+        )),
+        RequestKind::ListPartitionReassignments(r) => {
+            respond(encode(c, version, &replication::list_reassignments(ctx, r)))
         }
         // `api_versions::is_supported` lets through only APIs handled above.
         _ => Outcome::Close("request for an API this broker does not handle".into()),

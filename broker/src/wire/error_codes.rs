@@ -13,6 +13,10 @@ pub fn log_error(e: &LogError) -> ResponseError {
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) => ResponseError::KafkaStorageError,
+        // Follower appends only; Kafka has no client error code for them either.
+        LogError::UnexpectedAppendOffset { .. } | LogError::OffsetOutOfOrder { .. } => {
+            ResponseError::UnknownServerError
+        }
     }
 }
 
@@ -20,6 +24,12 @@ pub fn partition_error(e: &PartitionError) -> ResponseError {
     match e {
         PartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
         PartitionError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+            ResponseError::NotEnoughReplicasAfterAppend
+        }
+        PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+        PartitionError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
         PartitionError::Log(e) => log_error(e),
         PartitionError::ProducerState(e) => sequence_error(e),
     }
@@ -47,5 +57,13 @@ pub fn topic_error(e: &TopicError) -> ResponseError {
         TopicError::InternalTopic(_) => ResponseError::InvalidRequest,
         TopicError::Storage(e) => log_error(e),
         TopicError::Metadata(_) => ResponseError::KafkaStorageError,
+        TopicError::Cluster(e) => code_error(e.code()),
     }
+}
+
+/// A Kafka error code from the metadata image (or the quorum) as the crate's error;
+/// codes the crate does not know become UNKNOWN_SERVER_ERROR.
+pub fn code_error(code: i16) -> ResponseError {
+    use kafka_protocol::error::ParseResponseErrorCode;
+    code.err().unwrap_or(ResponseError::UnknownServerError)
 }

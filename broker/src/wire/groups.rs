@@ -35,22 +35,33 @@ pub fn find_coordinator(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let config = ctx.replicas.config();
-    let lookup = |key: &str| -> Result<(), ResponseError> {
+    // The coordinator is the leader of the group's `__consumer_offsets` partition.
+    let lookup = |key: &str| -> Result<(i32, String, i32), ResponseError> {
         if request.key_type != KEY_TYPE_GROUP {
             // Transactions and share groups are not implemented. A retriable error would
             // leave a transactional producer waiting out max.block.ms; this one fails
             // it at once, as InitProducerId does for a transactional id.
             return Err(ResponseError::UnsupportedVersion);
         }
-        ctx.groups.find_coordinator(key)
+        let leader = ctx.groups.find_coordinator(key)?;
+        let image = ctx.replicas.cluster().image();
+        let b = image
+            .brokers
+            .get(&leader)
+            .filter(|_| image.is_active(leader))
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        Ok((
+            leader,
+            b.endpoints.kafka_host.clone(),
+            b.endpoints.kafka_port as i32,
+        ))
     };
     if version < 4 {
         return match lookup(request.key.as_str()) {
-            Ok(()) => FindCoordinatorResponse::default()
-                .with_node_id(BrokerId(config.node_id))
-                .with_host(s(config.advertised_host.clone()))
-                .with_port(config.advertised_port as i32),
+            Ok((id, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(id))
+                .with_host(s(host))
+                .with_port(port),
             Err(e) => FindCoordinatorResponse::default()
                 .with_error_code(e.code())
                 .with_node_id(BrokerId(-1))
@@ -63,10 +74,10 @@ pub fn find_coordinator(
         .map(|key| {
             let c = Coordinator::default().with_key(key.clone());
             match lookup(key.as_str()) {
-                Ok(()) => c
-                    .with_node_id(BrokerId(config.node_id))
-                    .with_host(s(config.advertised_host.clone()))
-                    .with_port(config.advertised_port as i32),
+                Ok((id, host, port)) => c
+                    .with_node_id(BrokerId(id))
+                    .with_host(s(host))
+                    .with_port(port),
                 Err(e) => c
                     .with_node_id(BrokerId(-1))
                     .with_error_code(e.code())

@@ -15,12 +15,6 @@ use crate::metadata::TopicRecord;
 use crate::replica_manager::TopicError;
 
 pub fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
-    let config = ctx.replicas.config();
-    let node = BrokerId(config.node_id);
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(StrBytes::from_string(config.advertised_host.clone()))
-        .with_port(config.advertised_port as i32);
     // v0 has no null: an empty list means every topic.
     let requested = match request.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
@@ -53,10 +47,28 @@ pub fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> Metadata
             })
             .collect(),
     };
+    // Kafka lists the brokers that serve clients: registered and not fenced.
+    let image = ctx.replicas.cluster().image();
+    let brokers = image
+        .active_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.broker_id))
+                .with_host(StrBytes::from_string(b.endpoints.kafka_host.clone()))
+                .with_port(b.endpoints.kafka_port as i32)
+                .with_rack(
+                    b.rack
+                        .clone()
+                        .filter(|_| version >= 1)
+                        .map(StrBytes::from_string),
+                )
+        })
+        .collect();
+    let controller = ctx.replicas.cluster().quorum().leader_id().unwrap_or(-1);
     MetadataResponse::default()
-        .with_brokers(vec![broker])
-        .with_cluster_id(Some(StrBytes::from_string(ctx.replicas.cluster_id())))
-        .with_controller_id(node)
+        .with_brokers(brokers)
+        .with_cluster_id(image.cluster_id.clone().map(StrBytes::from_string))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
 
@@ -93,22 +105,38 @@ fn lookup_or_create(ctx: &Context, name: &str, allow_auto_create: bool) -> Metad
     }
 }
 
+/// A topic's partitions as the metadata image has them: leader, epoch, replicas, ISR,
+/// and the replicas on brokers that are down (offline).
 fn topic_response(ctx: &Context, topic: &TopicRecord) -> MetadataResponseTopic {
-    let node = BrokerId(ctx.replicas.config().node_id);
-    let partitions = (0..topic.partitions)
-        .map(|p| {
-            let partition = ctx.replicas.partition(&topic.name, p);
-            let (error, epoch) = match &partition {
-                Some(p) => (0, p.leader_epoch()),
-                None => (ResponseError::LeaderNotAvailable.code(), -1),
+    let image = ctx.replicas.cluster().image();
+    let ids = |v: &[i32]| v.iter().map(|r| BrokerId(*r)).collect::<Vec<_>>();
+    let partitions = image
+        .topics
+        .get(&topic.name)
+        .map(|t| t.partitions.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let error = if p.leader < 0 || !image.is_active(p.leader) {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
             };
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !image.is_active(*r))
+                .collect();
             MetadataResponsePartition::default()
                 .with_error_code(error)
-                .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -8,7 +8,7 @@ mod cluster;
 mod configs;
 mod connection;
 mod dispatch;
-mod error_codes;
+pub(crate) mod error_codes;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -16,6 +16,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod replication;
 mod response;
 pub mod server;
 

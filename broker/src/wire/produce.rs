@@ -1,5 +1,10 @@
 //! Produce: append each partition's batches to its log as leader and answer with the
-//! base offset. acks=-1 waits for the ISR, which on one node is this broker alone.
+//! base offset. acks=-1 answers once the high watermark passes the batch (every ISR
+//! member has it), or with an error when leadership moved or the ISR shrank below
+//! `min.insync.replicas` meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -9,23 +14,103 @@ use kafka_protocol::ResponseError;
 
 use super::error_codes::partition_error;
 use super::Context;
+use crate::partition::{AckStatus, Partition};
 use crate::replica_manager::now_ms;
 
+/// An acks=all append waiting for the ISR: where its answer goes in the response and
+/// what it waits for.
+struct Waiting {
+    topic: usize,
+    partition: usize,
+    partition_ref: Arc<Partition>,
+    required: i64,
+    leader_epoch: i32,
+}
+
 /// Returns `None` for acks=0, which gets no response at all.
-pub fn handle(ctx: &Context, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+pub async fn handle(
+    ctx: &Context,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
-    // Runs inside `block_in_place` (see dispatch): appends may fsync.
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    // Appends may fsync: they run where blocking is allowed.
+    let (mut responses, waiting) = tokio::task::block_in_place(|| append(ctx, request, version));
+    if !waiting.is_empty() {
+        wait_for_isr(&mut responses, waiting, timeout).await;
+    }
+    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// Waits until each acks=all append is acknowledged by the ISR, or the timeout.
+async fn wait_for_isr(
+    responses: &mut [TopicProduceResponse],
+    waiting: Vec<Waiting>,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for w in waiting {
+        let error = loop {
+            let wake = w.partition_ref.wake().clone();
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match w.partition_ref.ack_status(w.required, w.leader_epoch) {
+                AckStatus::Done => break None,
+                AckStatus::NotLeader => break Some(ResponseError::NotLeaderOrFollower),
+                AckStatus::NotEnoughReplicasAfterAppend { .. } => {
+                    break Some(ResponseError::NotEnoughReplicasAfterAppend)
+                }
+                AckStatus::Pending => {}
+            }
+            // The high watermark moves on a follower's fetch; poll too, in case a
+            // wake-up raced with the check above.
+            let slice = Duration::from_millis(100);
+            if tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + slice), notified)
+                .await
+                .is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                break Some(ResponseError::RequestTimedOut);
+            }
+        };
+        if let Some(error) = error {
+            let r = &mut responses[w.topic].partition_responses[w.partition];
+            r.error_code = error.code();
+            r.error_message = Some(StrBytes::from_static_str(match error {
+                ResponseError::NotLeaderOrFollower => {
+                    "leadership moved before the ISR had the records"
+                }
+                ResponseError::NotEnoughReplicasAfterAppend => {
+                    "the ISR shrank below min.insync.replicas"
+                }
+                _ => "the ISR did not acknowledge the records in time",
+            }));
+        }
+    }
+}
+
+fn append(
+    ctx: &Context,
+    request: ProduceRequest,
+    version: i16,
+) -> (Vec<TopicProduceResponse>, Vec<Waiting>) {
+    let acks = request.acks;
+    let mut waiting = Vec::new();
     let responses = {
         request
             .topic_data
             .into_iter()
-            .map(|topic| {
+            .enumerate()
+            .map(|(ti, topic)| {
                 let (name, unknown) =
                     super::topic_for_partitions(ctx, version >= 13, &topic.name, topic.topic_id);
                 let partition_responses = topic
                     .partition_data
                     .into_iter()
-                    .map(|p| {
+                    .enumerate()
+                    .map(|(pi, p)| {
                         let base = PartitionProduceResponse::default()
                             .with_index(p.index)
                             .with_base_offset(-1)
@@ -48,6 +133,15 @@ pub fn handle(ctx: &Context, request: ProduceRequest, version: i16) -> Option<Pr
                         let mut records = BytesMut::from(&records[..]);
                         match partition.append_as_leader(&mut records, acks, now_ms()) {
                             Ok(info) => {
+                                if acks == -1 {
+                                    waiting.push(Waiting {
+                                        topic: ti,
+                                        partition: pi,
+                                        partition_ref: partition.clone(),
+                                        required: info.last_offset + 1,
+                                        leader_epoch: partition.leader_epoch(),
+                                    });
+                                }
                                 let topic_label = [partition.topic.as_str()];
                                 ctx.metrics.records_in.with_label_values(&topic_label).inc_by(info.record_count);
                                 ctx.metrics.bytes_in.with_label_values(&topic_label).inc_by(info.bytes);
@@ -71,5 +165,5 @@ pub fn handle(ctx: &Context, request: ProduceRequest, version: i16) -> Option<Pr
             .collect::<Vec<_>>()
     };
     ctx.replicas.notify_appended();
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    (responses, waiting)
 }

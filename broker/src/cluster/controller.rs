@@ -1,0 +1,189 @@
+//! The active controller's duties, run on whichever voter leads the quorum: broker
+//! liveness from heartbeats (kept in memory, as in Kafka: only the fencing decision is
+//! replicated), unfencing brokers that caught up, and preferred-leader rebalancing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::command::ElectionType;
+use super::node::ClusterNode;
+use super::quorum::HeartbeatHandler;
+use super::Command;
+use crate::config::ClusterConfig;
+use crate::rpc::proto::{BrokerHeartbeat, HeartbeatReply};
+
+/// How often the controller looks at broker liveness.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Copy, Debug)]
+struct Heartbeat {
+    broker_epoch: i64,
+    at: Instant,
+    applied_index: u64,
+}
+
+pub struct Controller {
+    node: Arc<ClusterNode>,
+    config: ClusterConfig,
+    heartbeats: Mutex<HashMap<i32, Heartbeat>>,
+}
+
+impl Controller {
+    pub fn new(node: Arc<ClusterNode>, config: ClusterConfig) -> Self {
+        Controller {
+            node,
+            config,
+            heartbeats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs until shutdown; acts only while this node is the active controller.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(CHECK_EVERY);
+        let mut active_since: Option<Instant> = None;
+        let mut last_rebalance = Instant::now();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if !self.node.quorum().is_leader() {
+                active_since = None;
+                continue;
+            }
+            let since = *active_since.get_or_insert_with(|| {
+                tracing::info!(node = self.node.node_id, "became the active controller");
+                Instant::now()
+            });
+            for command in self.liveness_decisions(since, Instant::now()) {
+                self.propose(command).await;
+            }
+            let rebalance_every =
+                Duration::from_millis(self.config.leader_imbalance_check_interval_ms as u64);
+            if self.config.auto_leader_rebalance_enable
+                && last_rebalance.elapsed() >= rebalance_every
+            {
+                last_rebalance = Instant::now();
+                if let Some(command) = self.preferred_elections() {
+                    self.propose(command).await;
+                }
+            }
+        }
+    }
+
+    async fn propose(&self, command: Command) {
+        tracing::info!(?command, "controller decision");
+        if let Err(e) = self.node.propose_committed(command).await {
+            tracing::warn!(error = %e, "controller decision not committed");
+        }
+    }
+
+    /// The cluster id once, then fencing of silent brokers and unfencing of caught-up
+    /// ones. Brokers not heard from since this controller took over get a full session
+    /// timeout from then.
+    fn liveness_decisions(&self, active_since: Instant, now: Instant) -> Vec<Command> {
+        let session = Duration::from_millis(self.config.broker_session_timeout_ms as u64);
+        // A broker that missed two heartbeats while a new process waits to take its
+        // id is taken for dead (the usual case: it was killed and restarted).
+        let replaced_after =
+            2 * Duration::from_millis(self.config.broker_heartbeat_interval_ms as u64);
+        let image = self.node.image();
+        let heartbeats = self.heartbeats.lock();
+        let mut out = Vec::new();
+        if image.cluster_id.is_none() {
+            out.push(Command::InitCluster {
+                cluster_id: crate::metadata::new_cluster_id(),
+            });
+        }
+        for b in image.brokers.values() {
+            let beat = heartbeats
+                .get(&b.broker_id)
+                .filter(|h| h.broker_epoch == b.broker_epoch);
+            let last = beat.map_or(active_since, |h| h.at.max(active_since));
+            let silent = now.duration_since(last);
+            if !b.fenced
+                && (silent > session
+                    || (b.pending_incarnation.is_some() && silent > replaced_after))
+            {
+                out.push(Command::FenceBroker {
+                    broker_id: b.broker_id,
+                    broker_epoch: b.broker_epoch,
+                });
+            } else if b.fenced
+                && !b.in_controlled_shutdown
+                && beat.is_some_and(|h| {
+                    h.applied_index >= b.registered_index && now.duration_since(h.at) <= session
+                })
+            {
+                out.push(Command::UnfenceBroker {
+                    broker_id: b.broker_id,
+                    broker_epoch: b.broker_epoch,
+                });
+            }
+        }
+        out
+    }
+
+    /// Partitions led by someone other than their preferred replica while the preferred
+    /// one is active and in sync.
+    fn preferred_elections(&self) -> Option<Command> {
+        let image = self.node.image();
+        let partitions: Vec<(String, i32)> = image
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions.iter().enumerate().filter_map(|(i, p)| {
+                    let preferred = p.preferred_leader();
+                    (p.leader != preferred
+                        && p.isr.contains(&preferred)
+                        && image.is_active(preferred))
+                    .then(|| (t.name.clone(), i as i32))
+                })
+            })
+            .collect();
+        (!partitions.is_empty()).then_some(Command::ElectLeaders {
+            election: ElectionType::Preferred,
+            partitions,
+        })
+    }
+}
+
+impl HeartbeatHandler for Controller {
+    fn heartbeat(&self, request: BrokerHeartbeat) -> HeartbeatReply {
+        let quorum = self.node.quorum();
+        if !quorum.is_leader() {
+            return HeartbeatReply {
+                leader_hint: quorum.leader_id().unwrap_or(0),
+                error: "not the active controller".to_string(),
+                ..HeartbeatReply::default()
+            };
+        }
+        self.heartbeats.lock().insert(
+            request.broker_id,
+            Heartbeat {
+                broker_epoch: request.broker_epoch,
+                at: Instant::now(),
+                applied_index: request.applied_index,
+            },
+        );
+        let image = self.node.image();
+        let registration = image.brokers.get(&request.broker_id);
+        match registration {
+            Some(b) if b.broker_epoch == request.broker_epoch => HeartbeatReply {
+                fenced: b.fenced,
+                should_shut_down: b.in_controlled_shutdown,
+                ..HeartbeatReply::default()
+            },
+            // Unknown or replaced: the broker must register again.
+            _ => HeartbeatReply {
+                fenced: true,
+                error: "stale broker epoch: register again".to_string(),
+                ..HeartbeatReply::default()
+            },
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! A broker's life in the cluster: registration (a new broker epoch per process),
+//! heartbeats to the active controller, and controlled shutdown.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use super::command::BrokerEndpoints;
+use super::controller::Controller;
+use super::image::codes;
+use super::node::{ClusterError, ClusterNode};
+use super::quorum::HeartbeatHandler;
+use super::{Command, CommandResult};
+use crate::config::BrokerConfig;
+use crate::rpc::proto::controller_client::ControllerClient;
+use crate::rpc::proto::BrokerHeartbeat;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(
+        "node.id {0} is in use by another live broker process (the controller refused this \
+         registration for longer than the broker session timeout): give each node its own \
+         node.id"
+    )]
+    NodeIdClash(i32),
+    #[error("the broker was shut down before it registered")]
+    Stopped,
+}
+
+/// Where other nodes reach this one: its entry in `controller.quorum.voters` when it is
+/// a voter (that address may be a proxy), else its CONTROLLER listener.
+pub fn endpoints(config: &BrokerConfig) -> BrokerEndpoints {
+    let internal = config
+        .cluster
+        .voters
+        .get(&config.node_id)
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .or_else(|| config.cluster.internal_listen.map(|a| a.to_string()))
+        .unwrap_or_default();
+    BrokerEndpoints {
+        kafka_host: config.advertised_host.clone(),
+        kafka_port: config.advertised_port,
+        internal,
+    }
+}
+
+/// Registers this process and returns the metadata index of the registration. Waits
+/// for a quorum as long as it takes; a node id held by a live process is refused
+/// until the controller fences that process, and given up on after twice the session
+/// timeout.
+pub async fn register(
+    node: &ClusterNode,
+    config: &BrokerConfig,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<u64, LifecycleError> {
+    let session = Duration::from_millis(config.cluster.broker_session_timeout_ms as u64);
+    let mut refused_since: Option<Instant> = None;
+    let command = Command::RegisterBroker {
+        broker_id: config.node_id,
+        incarnation_id: node.incarnation_id,
+        endpoints: endpoints(config),
+        rack: config.cluster.rack.clone(),
+    };
+    loop {
+        if *shutdown.borrow() {
+            return Err(LifecycleError::Stopped);
+        }
+        match node.propose_committed(command.clone()).await {
+            Ok((CommandResult::BrokerRegistered { broker_epoch }, index)) => {
+                node.set_broker_epoch(broker_epoch);
+                tracing::info!(broker_epoch, index, "registered with the controller");
+                return Ok(index);
+            }
+            Ok((other, _)) => tracing::warn!(?other, "unexpected registration answer"),
+            Err(ClusterError::Refused { code, message })
+                if code == codes::DUPLICATE_BROKER_REGISTRATION =>
+            {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > 2 * session + Duration::from_secs(5) {
+                    return Err(LifecycleError::NodeIdClash(config.node_id));
+                }
+                tracing::warn!(%message, "registration refused; waiting for the controller to fence the old process");
+            }
+            Err(e) => tracing::info!(error = %e, "waiting for the metadata quorum to register"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Sends heartbeats to the active controller until shutdown.
+pub async fn heartbeats(
+    node: Arc<ClusterNode>,
+    controller: Arc<Controller>,
+    config: BrokerConfig,
+    local_ip: Option<IpAddr>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_millis(config.cluster.broker_heartbeat_interval_ms as u64);
+    let mut ticker = tokio::time::interval(every);
+    let mut clients: HashMap<i32, ControllerClient<Channel>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let request = BrokerHeartbeat {
+            broker_id: config.node_id,
+            broker_epoch: node.broker_epoch(),
+            applied_index: *node.quorum().applied().borrow(),
+            want_shutdown: false,
+        };
+        let Some(leader) = node.quorum().leader_id() else {
+            continue;
+        };
+        if leader == config.node_id {
+            controller.heartbeat(request);
+            continue;
+        }
+        let Some(address) = config.cluster.voters.get(&leader).filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        let client = clients.entry(leader).or_insert_with(|| {
+            let channel = Endpoint::from_shared(format!("http://{address}"))
+                .expect("voter addresses are checked at start")
+                .connect_timeout(every)
+                .timeout(every)
+                .local_address(local_ip)
+                .connect_lazy();
+            ControllerClient::new(channel)
+        });
+        match client.heartbeat(request).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                if !reply.error.is_empty() {
+                    tracing::debug!(error = %reply.error, "heartbeat not taken");
+                }
+            }
+            Err(status) => tracing::debug!(%status, "heartbeat failed"),
+        }
+    }
+}
+
+/// SIGTERM on a cluster member: the controller moves every leadership this broker
+/// holds to another in-sync replica before the process goes, so producers see a
+/// leader change instead of a timeout.
+pub async fn controlled_shutdown(node: &ClusterNode) {
+    let command = Command::ControlledShutdown {
+        broker_id: node.node_id,
+        broker_epoch: node.broker_epoch(),
+    };
+    match tokio::time::timeout(Duration::from_secs(15), node.propose(command)).await {
+        Ok(Ok(_)) => tracing::info!("controlled shutdown: leadership moved away"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown refused; stopping anyway"),
+        Err(_) => tracing::warn!("controlled shutdown timed out; stopping anyway"),
+    }
+}

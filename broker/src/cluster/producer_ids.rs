@@ -1,0 +1,41 @@
+//! Producer-id blocks from the quorum (Kafka's AllocateProducerIds): the image hands out
+//! disjoint blocks, so ids stay unique across brokers and restarts.
+
+use std::sync::Arc;
+
+use super::node::ClusterNode;
+use super::{Command, CommandResult};
+use crate::producer_state::{ProducerIdBlock, ProducerIdBlockSource, ProducerIdError};
+
+pub struct QuorumBlockSource {
+    node: Arc<ClusterNode>,
+}
+
+impl QuorumBlockSource {
+    pub fn new(node: Arc<ClusterNode>) -> Self {
+        QuorumBlockSource { node }
+    }
+}
+
+impl ProducerIdBlockSource for QuorumBlockSource {
+    /// Called from InitProducerId, which runs where blocking is allowed.
+    fn next_block(&self) -> Result<ProducerIdBlock, ProducerIdError> {
+        let command = Command::AllocateProducerIds {
+            broker_id: self.node.node_id,
+            broker_epoch: self.node.broker_epoch(),
+        };
+        let node = self.node.clone();
+        let result = tokio::runtime::Handle::current()
+            .block_on(async move { node.propose_committed(command).await })
+            .map_err(|e| ProducerIdError::Unavailable(e.to_string()))?;
+        match result.0 {
+            CommandResult::ProducerIds { first, count } => Ok(ProducerIdBlock {
+                first,
+                size: count as i64,
+            }),
+            other => Err(ProducerIdError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+}
