@@ -147,7 +147,7 @@ impl Partition {
                 bytes: 0,
             });
         }
-        let info = log.append(records, now_ms)?;
+        let info = log.append(records, self.leader_epoch(), now_ms)?;
         // The append rewrote the base offsets (and append times) in `records`.
         producers.apply_appended(records)?;
         drop(producers);

@@ -13,6 +13,10 @@ pub fn log_error(e: &LogError) -> ResponseError {
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) => ResponseError::KafkaStorageError,
+        // Follower appends only; Kafka has no client error code for them either.
+        LogError::UnexpectedAppendOffset { .. } | LogError::OffsetOutOfOrder { .. } => {
+            ResponseError::UnknownServerError
+        }
     }
 }
 
