@@ -320,6 +320,12 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Stamps the leader epoch that appended the batch. `partitionLeaderEpoch` lies
+/// before the CRC-covered bytes (they start at `attributes`), so the CRC stays valid.
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
+}
+
 /// Marks the batch as `LogAppendTime` stamped with `now_ms`, as Kafka does: sets the
 /// timestamp-type attribute and maxTimestamp, then recomputes the CRC they are under.
 pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
@@ -777,6 +783,14 @@ mod tests {
         assert!(it.next().unwrap().is_ok());
         assert!(it.next().unwrap().is_err());
         assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn set_partition_leader_epoch_keeps_crc_valid() {
+        let mut bytes = sample();
+        set_partition_leader_epoch(&mut bytes, 7);
+        let batch = RecordBatch::parse(&bytes).unwrap();
+        assert_eq!(batch.header().partition_leader_epoch, 7);
     }
 
     #[test]

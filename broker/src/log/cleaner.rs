@@ -668,7 +668,7 @@ mod tests {
         for i in 0..n {
             let key = format!("k{}", i % 4);
             let value = format!("v{i}");
-            log.append(&mut keyed(Some(&key), Some(&value), 1000 + i as i64), 0)
+            log.append(&mut keyed(Some(&key), Some(&value), 1000 + i as i64), 0, 0)
                 .unwrap();
         }
     }
@@ -723,7 +723,7 @@ mod tests {
         assert_eq!(read_all(&log), expected);
         // Appends continue at the same end offset.
         let info = log
-            .append(&mut keyed(Some("k9"), Some("x"), 5000), 0)
+            .append(&mut keyed(Some("k9"), Some("x"), 5000), 0, 0)
             .unwrap();
         assert_eq!(info.base_offset, end);
     }
@@ -768,13 +768,14 @@ mod tests {
     fn the_last_batch_before_an_empty_active_segment_is_kept_empty() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), config(), 0).unwrap();
-        log.append(&mut keyed(Some("a"), Some("1"), 1000), 0)
+        log.append(&mut keyed(Some("a"), Some("1"), 1000), 0, 0)
             .unwrap();
         log.append(
             &mut compressed(
                 Compression::Gzip,
                 &[(Some("b"), Some("2")), (Some("b"), None)],
             ),
+            0,
             0,
         )
         .unwrap();
@@ -804,7 +805,7 @@ mod tests {
             (1, 2, 0, 0)
         );
         // Once later batches exist, the empty one is not needed any more.
-        log.append(&mut keyed(Some("c"), Some("3"), 1000), 0)
+        log.append(&mut keyed(Some("c"), Some("3"), 1000), 0, 0)
             .unwrap();
         log.tick(i64::MAX).unwrap();
         log.compact_now(30_000).unwrap();
@@ -813,13 +814,77 @@ mod tests {
         assert_eq!(first_record_from(&log, 1), 3);
     }
 
+    /// Every batch header from the log start on.
+    fn all_headers(log: &Log) -> Vec<BatchHeader> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while let Some(slice) = log.read(offset, u64::MAX, i64::MAX, true).unwrap() {
+            let bytes = slice.to_vec().unwrap();
+            for item in batches(&bytes) {
+                let (_, b) = item.unwrap();
+                out.push(*b.header());
+                offset = b.last_offset() + 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn cleaned_batches_keep_their_partition_leader_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), 0).unwrap();
+        let epoch_of = |offset: i64| if offset < 30 { 1 } else { 4 };
+        for i in 0..60 {
+            // Epoch 1 keys are never rewritten, so some of its batches survive.
+            let key = if i < 30 {
+                format!("a{}", i % 5)
+            } else {
+                format!("k{}", i % 4)
+            };
+            let mut b = keyed(Some(&key), Some(&format!("v{i}")), 1000 + i);
+            log.append(&mut b, epoch_of(i), 0).unwrap();
+        }
+        // Offsets 60-61 in one compressed batch; k0 is rewritten later, so the clean
+        // re-encodes this batch with only "z" instead of copying it.
+        let mut mixed = compressed(
+            Compression::Gzip,
+            &[(Some("k0"), Some("old")), (Some("z"), Some("kept"))],
+        );
+        log.append(&mut mixed, 4, 0).unwrap();
+        for i in 0..20 {
+            let mut b = keyed(Some(&format!("k{}", i % 4)), Some("new"), 2000 + i);
+            log.append(&mut b, 4, 0).unwrap();
+        }
+        let before = all_headers(&log);
+        assert!(before
+            .iter()
+            .all(|h| h.partition_leader_epoch == epoch_of(h.base_offset)));
+
+        let stats = log.compact_now(10_000).unwrap();
+        assert!(stats.records_removed > 0);
+        let after = all_headers(&log);
+        assert!(after.iter().any(|h| h.partition_leader_epoch == 1));
+        let rebuilt = after.iter().find(|h| h.base_offset == 60).unwrap();
+        assert_eq!((rebuilt.record_count, rebuilt.last_offset()), (1, 61));
+        for h in &after {
+            assert_eq!(
+                h.partition_leader_epoch,
+                epoch_of(h.base_offset),
+                "batch at {}",
+                h.base_offset
+            );
+        }
+        // The epoch cache describes offsets, which compaction never moves.
+        assert_eq!(log.epoch_entries(), vec![(1, 0), (4, 30)]);
+    }
+
     #[test]
     fn cleans_only_when_the_dirty_ratio_is_reached() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), config(), 0).unwrap();
         // Keys written once stay in the cleaned part.
         for i in 0..5 {
-            log.append(&mut keyed(Some(&format!("u{i}")), Some("once"), 900), 0)
+            log.append(&mut keyed(Some(&format!("u{i}")), Some("once"), 900), 0, 0)
                 .unwrap();
         }
         updates(&mut log, 60);
@@ -874,15 +939,19 @@ mod tests {
     fn tombstones_go_after_delete_retention_ms() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), config(), 0).unwrap();
-        log.append(&mut keyed(Some("a"), Some("1"), 1000), 0)
+        log.append(&mut keyed(Some("a"), Some("1"), 1000), 0, 0)
             .unwrap();
-        log.append(&mut keyed(Some("b"), Some("2"), 1001), 0)
+        log.append(&mut keyed(Some("b"), Some("2"), 1001), 0, 0)
             .unwrap();
-        log.append(&mut keyed(Some("a"), None, 1002), 0).unwrap();
+        log.append(&mut keyed(Some("a"), None, 1002), 0, 0).unwrap();
         // Fill with another key until a few segments roll.
         for i in 0..12 {
-            log.append(&mut keyed(Some("c"), Some(&format!("c{i}")), 1003 + i), 0)
-                .unwrap();
+            log.append(
+                &mut keyed(Some("c"), Some(&format!("c{i}")), 1003 + i),
+                0,
+                0,
+            )
+            .unwrap();
         }
         let end = log.log_end_offset();
         let active = active_base(&mut log);
@@ -934,7 +1003,7 @@ mod tests {
         let mut log = Log::open(dir.path(), config(), 0).unwrap();
         let mut records = keyed(Some("k"), Some("ok"), 1);
         records.extend_from_slice(&keyed(None, Some("no key"), 2));
-        let err = log.append(&mut records, 0).unwrap_err();
+        let err = log.append(&mut records, 0, 0).unwrap_err();
         assert!(
             matches!(&err, LogError::CorruptMessage(m) if m.contains("Compacted topic cannot accept message without key")),
             "{err}"
@@ -949,14 +1018,14 @@ mod tests {
             &[(Some("k"), Some("a")), (None, Some("b"))],
         );
         assert!(matches!(
-            log.append(&mut gz, 0),
+            log.append(&mut gz, 0, 0),
             Err(LogError::CorruptMessage(_))
         ));
         let mut gz = compressed(
             Compression::Gzip,
             &[(Some("k"), Some("a")), (Some("j"), None)],
         );
-        assert_eq!(log.append(&mut gz, 0).unwrap().record_count, 2);
+        assert_eq!(log.append(&mut gz, 0, 0).unwrap().record_count, 2);
 
         let other = tempfile::tempdir().unwrap();
         let cfg = LogConfig {
@@ -965,7 +1034,7 @@ mod tests {
         };
         let mut log = Log::open(other.path(), cfg, 0).unwrap();
         assert_eq!(
-            log.append(&mut keyed(None, Some("x"), 1), 0)
+            log.append(&mut keyed(None, Some("x"), 1), 0, 0)
                 .unwrap()
                 .base_offset,
             0
@@ -990,11 +1059,13 @@ mod tests {
                 (Some("k1"), Some("e")),
                 (Some("k3"), Some("f")),
             ];
-            log.append(&mut compressed(compression, &batch), 0).unwrap();
-            // k3 is rewritten later, in a segment of its own.
-            log.append(&mut keyed(Some("k3"), Some("g"), 2000), 0)
+            log.append(&mut compressed(compression, &batch), 0, 0)
                 .unwrap();
-            log.append(&mut BytesMut::from(&vec_big()[..]), 0).unwrap();
+            // k3 is rewritten later, in a segment of its own.
+            log.append(&mut keyed(Some("k3"), Some("g"), 2000), 0, 0)
+                .unwrap();
+            log.append(&mut BytesMut::from(&vec_big()[..]), 0, 0)
+                .unwrap();
             assert!(log.segment_count() >= 2);
             log.compact_now(10_000).unwrap();
 
@@ -1056,7 +1127,7 @@ mod tests {
         let copy = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), config(), 0).unwrap();
         for key in ["u0", "u1", "u2"] {
-            log.append(&mut keyed(Some(key), Some("unique"), 900), 0)
+            log.append(&mut keyed(Some(key), Some("unique"), 900), 0, 0)
                 .unwrap();
         }
         updates(&mut log, 30);
@@ -1182,7 +1253,7 @@ mod tests {
                                 }).collect();
                                 BytesMut::from(&build_batch(&recs)[..])
                             };
-                            let info = log.append(&mut bytes, now).unwrap();
+                            let info = log.append(&mut bytes, 0, now).unwrap();
                             for (i, (k, v)) in owned.into_iter().enumerate() {
                                 written.insert(info.base_offset + i as i64, (k.into_bytes(), v.map(String::into_bytes)));
                             }

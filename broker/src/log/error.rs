@@ -19,4 +19,21 @@ pub enum LogError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    /// A follower append whose first batch starts below the log end offset: the data
+    /// is already there or the follower fetched from the wrong place (Kafka's
+    /// `UnexpectedAppendOffsetException`). `last_offset` is the last offset of the whole
+    /// append: when the log is empty and its end falls inside the append, Kafka's
+    /// partition restarts the log at `first_offset` and appends again.
+    #[error(
+        "follower append starts at offset {first_offset} (last {last_offset}), below the log end offset {log_end_offset}"
+    )]
+    UnexpectedAppendOffset {
+        first_offset: i64,
+        last_offset: i64,
+        log_end_offset: i64,
+    },
+    /// The batches of a follower append do not have increasing, non-overlapping
+    /// offsets (Kafka's `OffsetsOutOfOrderException`).
+    #[error("out of order offsets in follower append: batch at offset {got}, expected at least {expected}")]
+    OffsetOutOfOrder { expected: i64, got: i64 },
 }

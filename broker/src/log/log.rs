@@ -1,9 +1,12 @@
 //! The partition log: a directory of segments, the newest one active.
 //!
-//! Appends validate every batch before writing any, assign offsets by rewriting the
-//! batch headers in place and write the producer's bytes as they are. Reads hand out a
-//! file range for sendfile(2). A `.clean_shutdown` marker lets a restart trust the
-//! indexes; without it the last segment is rescanned and its torn tail cut.
+//! Appends validate every batch before writing any, assign offsets and the leader
+//! epoch by rewriting the batch headers in place and write the producer's bytes as
+//! they are. A follower's appends carry the leader's offsets and epochs and are
+//! written untouched. Reads hand out a file range for sendfile(2). A `.clean_shutdown`
+//! marker lets a restart trust the indexes; without it the last segment is rescanned
+//! and its torn tail cut. The leader epoch cache (epoch_cache.rs) follows every change
+//! of the log's ends.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -17,7 +20,9 @@ use bytes::BytesMut;
 use super::batch::{self, BatchHeader};
 use super::cleaner::{self, CleanerParts, CleanerState};
 use super::config::TimestampType;
+use super::epoch_cache::{CheckpointError, LeaderEpochCache, LeaderEpochFileCache};
 use super::index_file::remove_if_exists;
+use super::scan::scan_batch_headers;
 use super::segment::{self, Segment, SegmentRead, MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES};
 use super::{LogConfig, LogError};
 
@@ -40,6 +45,15 @@ pub struct AppendInfo {
     pub record_count: u64,
     /// Bytes appended.
     pub bytes: u64,
+}
+
+/// The outcome of a follower append: the offsets, as for a leader append, and the
+/// headers of the batches written, for the producer state (a follower must track
+/// the leader's producers to take over as leader).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerAppendInfo {
+    pub info: AppendInfo,
+    pub batches: Vec<BatchHeader>,
 }
 
 /// A byte range of one segment file holding whole batches, ready for sendfile(2).
@@ -76,6 +90,8 @@ pub struct Log {
     recovered_unclean: bool,
     /// Compaction progress (cleaner.rs), persisted beside the segments.
     cleaner: CleanerState,
+    /// Which leader epoch wrote from which offset, persisted beside the segments.
+    epochs: LeaderEpochFileCache,
 }
 
 impl Log {
@@ -137,16 +153,49 @@ impl Log {
             first_unflushed_ms: None,
             recovered_unclean,
             cleaner: CleanerState::load(dir),
+            epochs: LeaderEpochFileCache::new(dir),
         };
+        log.load_leader_epochs()?;
         if log.log_start_offset > log.log_end_offset() {
             // The tail past a DeleteRecords point was lost: restart empty at that point
             // so no offset below the start is ever handed out again.
-            log.truncate_fully_and_start_at(log.log_start_offset, Some(now_ms))?;
+            log.reset_at(log.log_start_offset, Some(now_ms))?;
         }
         // The marker must be gone for good before anything is appended.
         remove_if_exists(&marker)?;
         sync_dir(dir)?;
         Ok(log)
+    }
+
+    /// Reads the leader epoch checkpoint, or rebuilds it from the batches'
+    /// `partitionLeaderEpoch` when it is missing (a log written before epochs were
+    /// kept) or unreadable, then fits it to the log: entries past the log end were
+    /// written ahead of data a crash lost (or a recovery cut), entries below the log
+    /// start collapse onto it.
+    fn load_leader_epochs(&mut self) -> Result<(), LogError> {
+        let rebuild = match self.epochs.load() {
+            Ok(found) => !found && self.log_end_offset() > self.log_start_offset,
+            Err(CheckpointError::Io(e)) => return Err(e.into()),
+            Err(e @ CheckpointError::Malformed { .. }) => {
+                tracing::warn!(error = %e, "rebuilding an unreadable leader epoch checkpoint from the log");
+                true
+            }
+        };
+        if rebuild {
+            let mut cache = LeaderEpochCache::default();
+            scan_batch_headers(self, self.log_start_offset, |h| {
+                // As Kafka's segment recovery: only epochs newer than the latest count,
+                // so a stray older epoch cannot wipe later entries.
+                let epoch = h.partition_leader_epoch;
+                if cache.latest_epoch().is_none_or(|latest| epoch > latest) {
+                    cache.assign(epoch, h.base_offset);
+                }
+            })?;
+            // Written even when empty, so the next open does not scan again.
+            self.epochs.replace(cache)?;
+        }
+        self.epochs.truncate_from_end(self.log_end_offset())?;
+        self.epochs.truncate_from_start(self.log_start_offset)
     }
 
     pub fn dir(&self) -> &Path {
@@ -167,9 +216,17 @@ impl Log {
         self.recovered_unclean
     }
 
-    /// Appends a producer's batches for this partition. All are validated first
-    /// (CRC, format, size); if any fails nothing is written.
-    pub fn append(&mut self, records: &mut BytesMut, now_ms: i64) -> Result<AppendInfo, LogError> {
+    /// Appends a producer's batches for this partition as leader in `leader_epoch`.
+    /// All are validated first (CRC, format, size); if any fails nothing is written.
+    /// Each batch gets its offsets and `partitionLeaderEpoch` (and the append time
+    /// under `LogAppendTime`); the first batch of a new epoch starts an epoch cache
+    /// entry. A negative epoch is stamped but never recorded, as no epoch is.
+    pub fn append(
+        &mut self,
+        records: &mut BytesMut,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
         let mut headers = self.validate(records)?;
         let stamp = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut next = self.log_end_offset();
@@ -177,6 +234,7 @@ impl Log {
         for (pos, header) in headers.iter_mut() {
             let bytes = &mut records[*pos..*pos + header.size() as usize];
             batch::set_base_offset(bytes, next);
+            batch::set_partition_leader_epoch(bytes, leader_epoch);
             if stamp {
                 batch::set_log_append_time(bytes, now_ms);
             }
@@ -185,17 +243,8 @@ impl Log {
             record_count += header.record_count as u64;
         }
         let base_offset = self.log_end_offset();
-        if self.should_roll(records.len() as u64, next - 1, now_ms) {
-            self.roll()?;
-        }
-        let interval = self.config.index_interval_bytes;
-        self.active.append(records, &headers, interval, now_ms)?;
-
-        self.unflushed_records += record_count;
-        self.first_unflushed_ms.get_or_insert(now_ms);
-        if self.unflushed_records >= self.config.flush_messages {
-            self.flush()?;
-        }
+        self.epochs.assign(leader_epoch, base_offset)?;
+        self.write_batches(records, &headers, record_count, now_ms)?;
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
@@ -203,6 +252,136 @@ impl Log {
             record_count,
             bytes: records.len() as u64,
         })
+    }
+
+    /// Appends batches a follower fetched from the leader, exactly as they are:
+    /// offsets, leader epochs and timestamps were set by the leader and are never
+    /// rewritten. Every batch is checked first (format, CRC, offsets); if any fails
+    /// nothing is written. The first batch must not start below the log end offset
+    /// ([`LogError::UnexpectedAppendOffset`]); it may start above it, after a gap a
+    /// compaction left on the leader. Later batches must start after the previous
+    /// one ends ([`LogError::OffsetOutOfOrder`]). `max.message.bytes` and the
+    /// compacted-topic key check are the leader's business and are not applied, as
+    /// in Kafka. The epochs the batches carry extend the epoch cache.
+    pub fn append_as_follower(
+        &mut self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<FollowerAppendInfo, LogError> {
+        let headers = self.validate_replicated(records)?;
+        // An empty buffer was refused: there is a first and a last batch.
+        let (first, last) = (headers[0].1, headers[headers.len() - 1].1);
+        let record_count = headers
+            .iter()
+            .map(|(_, h)| h.record_count.max(0) as u64)
+            .sum();
+        self.epochs.assign_all(
+            headers
+                .iter()
+                .map(|(_, h)| (h.partition_leader_epoch, h.base_offset)),
+        )?;
+        self.write_batches(records, &headers, record_count, now_ms)?;
+        Ok(FollowerAppendInfo {
+            info: AppendInfo {
+                base_offset: first.base_offset,
+                last_offset: last.last_offset(),
+                log_append_time: -1,
+                record_count,
+                bytes: records.len() as u64,
+            },
+            batches: headers.into_iter().map(|(_, h)| h).collect(),
+        })
+    }
+
+    /// Records that `leader_epoch` starts at `start_offset` (Kafka's
+    /// `maybeAssignEpochStartOffset`). A partition becoming leader calls it with the
+    /// log end offset before it writes anything, so a follower asking about an older
+    /// epoch learns where it ended even while the new leader has written nothing. An
+    /// epoch not newer than the latest entry only replaces entries by Kafka's rules
+    /// (see [`LeaderEpochCache::assign`]); negative values are ignored.
+    pub fn maybe_assign_epoch_start_offset(
+        &mut self,
+        leader_epoch: i32,
+        start_offset: i64,
+    ) -> Result<(), LogError> {
+        self.epochs.assign(leader_epoch, start_offset)
+    }
+
+    /// Writes validated batches with their offsets final: rolls first if due (the new
+    /// segment starts at the first batch's offset, past any gap), then counts them
+    /// towards `flush.messages`. On failure the epoch entries assigned for them are
+    /// taken back, so the cache does not claim offsets the log never got.
+    fn write_batches(
+        &mut self,
+        records: &[u8],
+        headers: &[(usize, BatchHeader)],
+        record_count: u64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let (Some((_, first)), Some((_, last))) = (headers.first(), headers.last()) else {
+            return Ok(());
+        };
+        let (first_offset, last_offset) = (first.base_offset, last.last_offset());
+        let written = (|| {
+            if self.should_roll(records.len() as u64, first_offset, last_offset, now_ms) {
+                self.roll_at(first_offset)?;
+            }
+            let interval = self.config.index_interval_bytes;
+            self.active.append(records, headers, interval, now_ms)
+        })();
+        if let Err(e) = written {
+            if let Err(undo) = self.epochs.truncate_from_end(self.log_end_offset()) {
+                tracing::warn!(dir = %self.dir.display(), error = %undo, "cannot drop epoch entries of a failed append");
+            }
+            return Err(e);
+        }
+        self.unflushed_records += record_count;
+        self.first_unflushed_ms.get_or_insert(now_ms);
+        if self.unflushed_records >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Checks batches copied from the leader: framing, magic and CRC of each, and
+    /// offsets that start at or after the log end and increase without overlap.
+    fn validate_replicated(&self, records: &[u8]) -> Result<Vec<(usize, BatchHeader)>, LogError> {
+        if records.is_empty() {
+            return Err(LogError::CorruptMessage("no record batches".to_string()));
+        }
+        let mut headers = Vec::new();
+        for item in batch::batches(records) {
+            let (pos, b) = item?;
+            let h = *b.header();
+            // Compaction may leave fewer records than offsets, never a negative span.
+            if h.last_offset_delta < 0 {
+                return Err(LogError::CorruptMessage(format!(
+                    "batch at offset {} has lastOffsetDelta {}",
+                    h.base_offset, h.last_offset_delta
+                )));
+            }
+            headers.push((pos, h));
+        }
+        let log_end_offset = self.log_end_offset();
+        // Not empty: the loop above read at least one batch or returned its error.
+        let (first, last) = (headers[0].1, headers[headers.len() - 1].1);
+        if first.base_offset < log_end_offset {
+            return Err(LogError::UnexpectedAppendOffset {
+                first_offset: first.base_offset,
+                last_offset: last.last_offset(),
+                log_end_offset,
+            });
+        }
+        for pair in headers.windows(2) {
+            let (prev, next) = (pair[0].1, pair[1].1);
+            if next.base_offset <= prev.last_offset() {
+                return Err(LogError::OffsetOutOfOrder {
+                    expected: prev.last_offset() + 1,
+                    got: next.base_offset,
+                });
+            }
+        }
+        Ok(headers)
     }
 
     /// Checks every batch a producer sent: format and CRC, `max.message.bytes`, and
@@ -235,21 +414,39 @@ impl Log {
         Ok(headers)
     }
 
-    fn should_roll(&self, incoming_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
+    /// Whether batches spanning `first_offset..=last_offset` need a new segment.
+    fn should_roll(
+        &self,
+        incoming_bytes: u64,
+        first_offset: i64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> bool {
         let seg = &self.active;
+        let too_far = last_offset - seg.base_offset() > MAX_RELATIVE_OFFSET;
+        if seg.is_empty() {
+            // Only a follower's batches past a huge compaction gap can be too far for
+            // an empty segment; one starting at them fits.
+            return too_far && first_offset > seg.base_offset();
+        }
         let new_size = seg.size() + incoming_bytes;
-        !seg.is_empty()
-            && (new_size > self.config.segment_bytes
-                || new_size > MAX_SEGMENT_BYTES
-                || seg.indexes_full()
-                || seg.is_older_than(self.config.segment_ms, now_ms)
-                || last_offset - seg.base_offset() > MAX_RELATIVE_OFFSET)
+        new_size > self.config.segment_bytes
+            || new_size > MAX_SEGMENT_BYTES
+            || seg.indexes_full()
+            || seg.is_older_than(self.config.segment_ms, now_ms)
+            || too_far
     }
 
     /// Closes the active segment (synced, indexes trimmed) and starts a new one at the
     /// log end offset.
     fn roll(&mut self) -> Result<(), LogError> {
-        let next = Segment::create(&self.dir, self.log_end_offset(), &self.config)?;
+        self.roll_at(self.log_end_offset())
+    }
+
+    /// Rolls to a new segment based at `base_offset` (>= the log end offset: a
+    /// follower's next batch may start past a gap).
+    fn roll_at(&mut self, base_offset: i64) -> Result<(), LogError> {
+        let next = Segment::create(&self.dir, base_offset, &self.config)?;
         // Later fsyncs of the new file are only durable once its name is.
         sync_dir(&self.dir)?;
         let mut old = std::mem::replace(&mut self.active, next);
@@ -325,6 +522,41 @@ impl Log {
         self.active.next_offset()
     }
 
+    /// The epoch of the newest epoch cache entry: on a follower, the epoch of its last
+    /// batch (Kafka's `lastFetchedEpoch`); on a leader, its current epoch once it has
+    /// written in it.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.cache().latest_epoch()
+    }
+
+    /// Kafka's OffsetsForLeaderEpoch answer for `epoch` on this log: the largest
+    /// epoch <= `epoch` known here and where it ends (the log end offset for the
+    /// latest epoch). `(-1, -1)` (`UNDEFINED_EPOCH`, `UNDEFINED_EPOCH_OFFSET`) when
+    /// `epoch` is undefined, above every known epoch or the cache is empty; for an
+    /// epoch below the first entry, `(epoch, start of the first entry)`. See
+    /// [`LeaderEpochCache::end_offset_for`].
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs
+            .cache()
+            .end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The epoch that wrote `offset` according to the cache (Kafka's
+    /// `epochForOffset`); `None` below the first entry.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.epochs.cache().epoch_for_offset(offset)
+    }
+
+    /// The epoch cache as (epoch, start offset) pairs, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.epochs
+            .cache()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
     /// Number of segments, the active one included.
     pub fn segment_count(&self) -> usize {
         self.closed.len() + 1
@@ -379,6 +611,7 @@ impl Log {
         }
         let start = self.log_start_offset;
         self.delete_oldest_segments_while(|_, next_base, _| Ok(next_base <= start))?;
+        self.epochs.truncate_from_start(self.log_start_offset)?;
         Ok(self.log_start_offset)
     }
 
@@ -412,10 +645,18 @@ impl Log {
     /// Drops everything at or above `offset` (for replication). The cut falls on a
     /// batch boundary: an offset inside a batch drops that whole batch, so the log end
     /// offset becomes that batch's base offset. Below the log start (or the first
-    /// segment) the log is emptied and restarts at `offset`.
+    /// segment) the log is emptied and restarts at `offset`. The epoch cache loses the
+    /// entries from the new log end on, even when no data is cut: like Kafka, this
+    /// drops an entry a leader assigned for an epoch it never wrote in.
+    ///
+    /// The producer state lives in the partition: it must follow with
+    /// `ProducerStateManager::truncate_and_reload`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
         if offset >= self.log_end_offset() {
-            return Ok(());
+            return self.epochs.truncate_from_end(self.log_end_offset());
         }
         let first_base = self
             .closed
@@ -424,7 +665,7 @@ impl Log {
             .copied()
             .unwrap_or(self.active.base_offset());
         if offset < self.log_start_offset || offset < first_base {
-            return self.truncate_fully_and_start_at(offset, None);
+            return self.reset_at(offset, None);
         }
         while self.active.base_offset() > offset {
             let Some((_, prev)) = self.closed.pop_last() else {
@@ -441,15 +682,25 @@ impl Log {
             self.log_start_offset = end;
             write_log_start_offset(&self.dir, end)?;
         }
-        Ok(())
+        self.epochs.truncate_from_end(end)
+    }
+
+    /// Deletes every segment and restarts the log, empty, at `offset`, which becomes
+    /// the log start offset; the epoch cache is emptied. For a follower whose fetch
+    /// offset fell below the leader's log start (and Kafka's partition, when the
+    /// first batch fetched into an empty log starts below its end).
+    ///
+    /// The producer state lives in the partition: it must follow with
+    /// `ProducerStateManager::truncate_fully_and_start_at`.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        self.reset_at(offset, None)
     }
 
     /// Deletes every segment and restarts the log, empty, at `offset`.
-    fn truncate_fully_and_start_at(
-        &mut self,
-        offset: i64,
-        now_ms: Option<i64>,
-    ) -> Result<(), LogError> {
+    fn reset_at(&mut self, offset: i64, now_ms: Option<i64>) -> Result<(), LogError> {
         for (_, seg) in std::mem::take(&mut self.closed) {
             seg.delete()?;
         }
@@ -464,7 +715,11 @@ impl Log {
         self.unflushed_records = 0;
         self.first_unflushed_ms = None;
         self.log_start_offset = offset;
-        write_log_start_offset(&self.dir, offset)
+        write_log_start_offset(&self.dir, offset)?;
+        // After the segments, as Kafka: a crash in between leaves entries the next
+        // open fits to the empty log, where clearing first and crashing would leave a
+        // log whose data no entry describes.
+        self.epochs.clear()
     }
 
     /// Syncs the appended data not yet on disk.
@@ -514,6 +769,7 @@ impl Log {
                 Ok(size - seg.size() >= retention_bytes as u64)
             })?;
         }
+        self.epochs.truncate_from_start(self.log_start_offset)?;
         Ok(deleted)
     }
 
@@ -658,7 +914,7 @@ mod tests {
                 .map(|j| vec![(i * 7 + j) as u8; 100])
                 .collect();
             let refs: Vec<&[u8]> = values.iter().map(|v| &v[..]).collect();
-            log.append(&mut batch_of(&refs, 1000 * (i as i64 + 1)), 0)
+            log.append(&mut batch_of(&refs, 1000 * (i as i64 + 1)), 0, 0)
                 .unwrap();
         }
     }
@@ -669,7 +925,7 @@ mod tests {
         let mut log = Log::open(dir.path(), config(), 0).unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
         let mut first = batch_of(&[b"a", b"b", b"c"], 10);
-        let info = log.append(&mut first, 5).unwrap();
+        let info = log.append(&mut first, 0, 5).unwrap();
         assert_eq!(
             info,
             AppendInfo {
@@ -683,7 +939,7 @@ mod tests {
         // Two batches in one produce request.
         let mut two = batch_of(&[b"d"], 20);
         two.extend_from_slice(&batch_of(&[b"e", b"f"], 30));
-        let info = log.append(&mut two, 6).unwrap();
+        let info = log.append(&mut two, 0, 6).unwrap();
         assert_eq!(
             (info.base_offset, info.last_offset, info.record_count),
             (3, 5, 3)
@@ -799,7 +1055,7 @@ mod tests {
         let big = batch_of(&[&[7u8; 300]], 0);
         let big_len = big.len() as u64;
         ok_then_big.extend_from_slice(&big);
-        let err = log.append(&mut ok_then_big, 0).unwrap_err();
+        let err = log.append(&mut ok_then_big, 0, 0).unwrap_err();
         assert!(matches!(err, LogError::MessageTooLarge { size, max: 200 } if size == big_len));
         assert_eq!((log.log_end_offset(), log.size_bytes()), (0, 0));
     }
@@ -813,7 +1069,7 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         records.extend_from_slice(&bad);
-        let err = log.append(&mut records, 0).unwrap_err();
+        let err = log.append(&mut records, 0, 0).unwrap_err();
         assert!(
             matches!(&err, LogError::CorruptMessage(m) if m.contains("CRC")),
             "{err}"
@@ -821,7 +1077,7 @@ mod tests {
         assert_eq!((log.log_end_offset(), log.size_bytes()), (0, 0));
         let log_file = dir.path().join("00000000000000000000.log");
         assert_eq!(fs::metadata(log_file).unwrap().len(), 0);
-        let err = log.append(&mut BytesMut::new(), 0).unwrap_err();
+        let err = log.append(&mut BytesMut::new(), 0, 0).unwrap_err();
         assert!(matches!(err, LogError::CorruptMessage(_)));
     }
 
@@ -833,7 +1089,9 @@ mod tests {
             ..config()
         };
         let mut log = Log::open(dir.path(), cfg, 0).unwrap();
-        let info = log.append(&mut batch_of(&[b"a", b"b"], 5), 77_000).unwrap();
+        let info = log
+            .append(&mut batch_of(&[b"a", b"b"], 5), 0, 77_000)
+            .unwrap();
         assert_eq!(info.log_append_time, 77_000);
         let bytes = log
             .read(0, u64::MAX, i64::MAX, true)
@@ -905,14 +1163,14 @@ mod tests {
             0,
         )
         .unwrap();
-        log.append(&mut batch_of(&[b"a"], 1), 10_000).unwrap();
-        log.append(&mut batch_of(&[b"b"], 1), 11_000).unwrap();
+        log.append(&mut batch_of(&[b"a"], 1), 0, 10_000).unwrap();
+        log.append(&mut batch_of(&[b"b"], 1), 0, 11_000).unwrap();
         assert_eq!(
             segment_files(dir.path()).len(),
             1,
             "exactly segment.ms old: no roll yet"
         );
-        log.append(&mut batch_of(&[b"c"], 1), 11_001).unwrap();
+        log.append(&mut batch_of(&[b"c"], 1), 0, 11_001).unwrap();
         assert_eq!(segment_files(dir.path()).len(), 2);
         log.tick(12_000).unwrap();
         assert_eq!(segment_files(dir.path()).len(), 2);
@@ -1055,7 +1313,7 @@ mod tests {
         assert_eq!(log.delete_records_before(-1).unwrap(), 12);
         assert_eq!(segment_files(dir.path()), vec!["00000000000000000008.log"]);
         assert!(log.read(12, 100, i64::MAX, true).unwrap().is_none());
-        log.append(&mut batch_of(&[b"x"], 0), 0).unwrap();
+        log.append(&mut batch_of(&[b"x"], 0), 0, 0).unwrap();
         assert_eq!(read_all(&log), vec![(12, b"x".to_vec())]);
     }
 
@@ -1111,7 +1369,7 @@ mod tests {
         )
         .unwrap();
         for ts in [5000, 1000, 7000, 3000] {
-            log.append(&mut batch_of(&[b"v"], ts), 0).unwrap();
+            log.append(&mut batch_of(&[b"v"], ts), 0, 0).unwrap();
         }
         assert_eq!(log.offset_for_timestamp(2000).unwrap(), Some((0, 5000)));
         assert_eq!(log.offset_for_timestamp(6000).unwrap(), Some((2, 7000)));
@@ -1141,7 +1399,7 @@ mod tests {
             segment_files(dir.path()),
             vec!["00000000000000000000.log", "00000000000000000004.log"]
         );
-        let info = log.append(&mut batch_of(&[b"new"], 0), 0).unwrap();
+        let info = log.append(&mut batch_of(&[b"new"], 0), 0, 0).unwrap();
         assert_eq!(info.base_offset, 6);
         assert_eq!(read_all(&log).last().unwrap(), &(6, b"new".to_vec()));
         log.truncate_to(4).unwrap();
@@ -1164,14 +1422,15 @@ mod tests {
             ..config()
         };
         let mut log = Log::open(dir.path(), cfg, 0).unwrap();
-        log.append(&mut batch_of(&[b"a", b"b"], 0), 1000).unwrap();
+        log.append(&mut batch_of(&[b"a", b"b"], 0), 0, 1000)
+            .unwrap();
         assert_eq!(
             (log.unflushed_records, log.first_unflushed_ms),
             (2, Some(1000))
         );
-        log.append(&mut batch_of(&[b"c"], 0), 1010).unwrap();
+        log.append(&mut batch_of(&[b"c"], 0), 0, 1010).unwrap();
         assert_eq!((log.unflushed_records, log.first_unflushed_ms), (0, None));
-        log.append(&mut batch_of(&[b"d"], 0), 1020).unwrap();
+        log.append(&mut batch_of(&[b"d"], 0), 0, 1020).unwrap();
         log.tick(1119).unwrap();
         assert_eq!(log.unflushed_records, 1);
         log.tick(1120).unwrap();
@@ -1208,7 +1467,7 @@ mod tests {
         );
         assert_eq!(log.log_end_offset(), 10);
         assert_eq!(read_all(&log), before);
-        log.append(&mut batch_of(&[b"more"], 0), 0).unwrap();
+        log.append(&mut batch_of(&[b"more"], 0), 0, 0).unwrap();
         assert_eq!(log.log_end_offset(), 11);
         drop(log); // no close: the next open rescans
         let log = Log::open(dir.path(), cfg, 0).unwrap();
@@ -1243,7 +1502,7 @@ mod tests {
         assert_eq!(log.log_end_offset(), end);
         assert_eq!(read_all(&log), expected);
         assert_eq!(fs::metadata(active_log_file(dir)).unwrap().len(), size);
-        let info = log.append(&mut batch_of(&[b"after"], 0), 0).unwrap();
+        let info = log.append(&mut batch_of(&[b"after"], 0), 0, 0).unwrap();
         assert_eq!(info.base_offset, end);
         let mut all = expected.to_vec();
         all.push((end, b"after".to_vec()));
@@ -1348,6 +1607,11 @@ mod tests {
         assert!(!path.exists());
     }
 }
+
+/// Leader epochs, follower appends and the truncations replication needs.
+#[cfg(test)]
+#[path = "replication_tests.rs"]
+mod replication_tests;
 
 /// Model-based test: random operations against a `Vec` of (offset, payload) batches.
 #[cfg(test)]
@@ -1482,7 +1746,7 @@ mod model_tests {
                             new_batches.push((base, values));
                             base += n;
                         }
-                        let info = log.append(&mut records, counter as i64).unwrap();
+                        let info = log.append(&mut records, 0, counter as i64).unwrap();
                         prop_assert_eq!(info.base_offset, model.end);
                         prop_assert_eq!(info.last_offset, base - 1);
                         model.batches.extend(new_batches);

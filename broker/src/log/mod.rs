@@ -8,6 +8,7 @@ pub mod batch;
 mod cleaner;
 mod codec;
 mod config;
+mod epoch_cache;
 mod error;
 mod index_file;
 // `log::log` reads fine here: the module is the `Log` type, the parent the subsystem.
@@ -21,6 +22,7 @@ mod time_index;
 pub use cleaner::CleanStats;
 pub use config::CleanupPolicy;
 pub use config::{LogConfig, TimestampType};
+pub use epoch_cache::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::LogError;
-pub use log::{AppendInfo, Log, ReadSlice};
+pub use log::{AppendInfo, FollowerAppendInfo, Log, ReadSlice};
 pub use scan::scan_batch_headers;

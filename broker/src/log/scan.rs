@@ -1,5 +1,5 @@
 //! A read-only walk over the batch headers of a log, for state derived from the log
-//! (producer sequences today; leader epochs later) that must be rebuilt after a crash.
+//! (producer sequences, and leader epochs when their checkpoint is missing) that must be rebuilt after a crash.
 //!
 //! Only the fixed-size header of each batch is read: the records stay on disk. The walk
 //! goes through `Log::read`, so it follows the log's own segment lookup and never sees
@@ -69,7 +69,7 @@ mod tests {
         let mut log = Log::open(dir.path(), config, 0).unwrap();
         for i in 0..10 {
             let mut b = BytesMut::from(&build_values_batch(&[&[i as u8; 40], b"x"], 0)[..]);
-            log.append(&mut b, 0).unwrap();
+            log.append(&mut b, 0, 0).unwrap();
         }
         assert!(log.segment_count() > 2);
         let mut bases = Vec::new();

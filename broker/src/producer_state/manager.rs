@@ -127,6 +127,20 @@ impl ProducerStateManager {
         Ok(())
     }
 
+    /// After `Log::truncate_fully_and_start_at`: the old log's producers are gone
+    /// with it, and so are all snapshots. A snapshot at or below the new start would
+    /// otherwise pass for the state there at the next load (Kafka's
+    /// `truncateFullyAndStartAt` deletes them all too).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), SnapshotError> {
+        for (_, path) in snapshot::list(&self.dir)? {
+            snapshot::remove(&path)?;
+        }
+        tracing::debug!(dir = %self.dir.display(), offset, "producer state emptied with the log");
+        self.producers.clear();
+        self.last_snapshot = None;
+        Ok(())
+    }
+
     pub fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }
@@ -329,7 +343,7 @@ mod tests {
         match state.check(&headers)? {
             AppendCheck::Duplicate { first_offset, .. } => Ok((first_offset, true)),
             AppendCheck::Append => {
-                let info = log.append(&mut records, 0).unwrap();
+                let info = log.append(&mut records, 0, 0).unwrap();
                 state.apply_appended(&records).unwrap();
                 Ok((info.base_offset, false))
             }
@@ -393,7 +407,7 @@ mod tests {
             state.check(&batch_headers(&plain).unwrap()),
             Ok(AppendCheck::Append)
         ));
-        log.append(&mut plain, 0).unwrap();
+        log.append(&mut plain, 0, 0).unwrap();
         state.apply_appended(&plain).unwrap();
         assert_eq!(state.producer_count(), 2);
     }
@@ -529,6 +543,30 @@ mod tests {
         assert_eq!(
             produce(&mut log, &mut state, batch(101, 0, next, 1)),
             Ok((middle, false))
+        );
+    }
+
+    #[test]
+    fn full_truncation_forgets_producers_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut state) = populated(dir.path());
+        let middle = log.log_end_offset();
+        state.write_snapshot(middle, 0).unwrap();
+        produce(&mut log, &mut state, batch(300, 0, 0, 3)).unwrap();
+        state.write_snapshot(log.log_end_offset(), 0).unwrap();
+
+        let restart = log.log_end_offset() + 100;
+        log.truncate_fully_and_start_at(restart).unwrap();
+        state.truncate_fully_and_start_at(restart).unwrap();
+        assert_eq!(state.producer_count(), 0);
+        assert!(snapshot::list(dir.path()).unwrap().is_empty());
+        // A reload finds nothing stale either.
+        let loaded = ProducerStateManager::load(&log, 0).unwrap();
+        assert_eq!(loaded.producer_count(), 0);
+        // Any producer may start over at the new start.
+        assert_eq!(
+            produce(&mut log, &mut state, batch(101, 0, 40, 1)),
+            Ok((restart, false))
         );
     }
 
