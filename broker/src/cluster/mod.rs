@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod image;
+pub mod quorum;
 
 pub use command::{Command, CommandResult};
 pub use image::MetadataImage;
