@@ -329,6 +329,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
         let mut buf = Vec::new();
         let mut offsets = Vec::with_capacity(entries.len());
         for entry in &entries {

@@ -208,6 +208,9 @@ impl Quorum {
         }
         let mut voters = BTreeMap::new();
         for (&id, addr) in &config.voters {
+            // Caught here rather than as a peer that is unreachable forever.
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| QuorumError::Config(format!("voter {id} address {addr:?}: {e}")))?;
             voters.insert(node_id(id)?, BasicNode::new(addr));
         }
         let raft_config = Arc::new(raft_config(&config)?);

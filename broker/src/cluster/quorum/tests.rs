@@ -210,9 +210,19 @@ async fn single_voter_elects_itself_and_applies() {
         let term = node.metrics().vote.leader_id().term;
         let image = node.image_json();
         node.stop().await;
+        // As if the node died in the middle of appending: half a frame at the end.
+        {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.path().join("raft-log"))
+                .unwrap();
+            log.write_all(&[64, 0, 0, 0, 9, 9, 9, 9, b'{']).unwrap();
+        }
 
-        // Restart from the same directory: the log and vote are still there, the image is
-        // rebuilt to the same applied index, and new proposals follow on.
+        // Restart from the same directory: the log and vote are still there (the torn tail
+        // is cut), the image is rebuilt to the same applied index, and new proposals follow
+        // on.
         let node = start_node(1, &voters, dir.path(), bind(&addr).await, 1000).await;
         assert!(node.quorum.wait_applied(second.index, WAIT).await);
         assert!(node.metrics().vote.leader_id().term >= term);
@@ -491,8 +501,10 @@ async fn invalid_configs_are_refused() {
     let voters = BTreeMap::from([(1, "127.0.0.1:1".to_string())]);
     let mut bad_timing = config(1, &voters, dir.path(), 1000);
     bad_timing.election_timeout_min_ms = 50;
+    let bad_address = BTreeMap::from([(1, "not an address".to_string())]);
     let cases = [
         config(-1, &voters, dir.path(), 1000),
+        config(1, &bad_address, dir.path(), 1000),
         config(1, &BTreeMap::new(), dir.path(), 1000),
         config(1, &voters, dir.path(), 0),
         bad_timing,
