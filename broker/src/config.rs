@@ -86,6 +86,20 @@ pub struct ClusterConfig {
     pub controlled_shutdown_enable: bool,
 }
 
+impl ClusterConfig {
+    /// The voters as the quorum wants them. A lone `dev` voter has no listener; its
+    /// address is never dialled, so a placeholder serves.
+    pub fn quorum_voters(&self) -> BTreeMap<i32, String> {
+        self.voters
+            .iter()
+            .map(|(id, addr)| {
+                let addr = if addr.is_empty() { "127.0.0.1:0" } else { addr };
+                (*id, addr.to_string())
+            })
+            .collect()
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {

@@ -610,7 +610,10 @@ impl Partition {
         let _state = self.state.lock();
         let mut log = self.log.lock();
         log.truncate_fully_and_start_at(offset)?;
-        self.reload_producers(&log, now_ms);
+        if let Err(e) = self.producers.lock().truncate_fully_and_start_at(offset) {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "resetting producer state failed");
+        }
+        let _ = now_ms;
         self.high_watermark.store(offset, Ordering::Release);
         Ok(())
     }

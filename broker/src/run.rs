@@ -76,7 +76,7 @@ pub async fn run(
     let image = Arc::new(RwLock::new(MetadataImage::default()));
     let quorum_config = QuorumConfig::new(
         config.node_id,
-        config.cluster.voters.clone(),
+        config.cluster.quorum_voters(),
         dir.join(METADATA_DIR),
     );
     let quorum = Quorum::start(quorum_config, image.clone()).await?;
@@ -138,12 +138,15 @@ pub async fn run(
     // Like Kafka, serve clients once the controller unfenced this broker: it then
     // leads what it should, instead of answering LEADER_NOT_AVAILABLE meanwhile.
     let mut applied = quorum.applied();
+    // (The `Ref` that `wait_for` returns holds the watch's lock: drop it at once.)
     let unfenced = tokio::time::timeout(
         Duration::from_secs(30),
         applied.wait_for(|_| node.image().is_active(config.node_id)),
     )
-    .await;
-    if !matches!(unfenced, Ok(Ok(_))) {
+    .await
+    .is_ok_and(|r| r.is_ok());
+    drop(applied);
+    if !unfenced {
         tracing::warn!("not unfenced by the controller within 30 s; serving anyway");
     }
 

@@ -34,7 +34,7 @@ impl SingleNode {
             let quorum = Quorum::start(
                 QuorumConfig::new(
                     config.node_id,
-                    [(config.node_id, String::new())].into(),
+                    [(config.node_id, "127.0.0.1:0".to_string())].into(),
                     config.log_dir.join("__cluster_metadata-0"),
                 ),
                 image.clone(),
