@@ -246,8 +246,14 @@ impl BrokerConfig {
         config.auto_create_topics_enable = false;
         config.cluster.broker_heartbeat_interval_ms =
             ClusterConfig::default().broker_heartbeat_interval_ms;
+        let mut metrics_set = false;
         for (name, value) in props {
+            metrics_set |= name == "metrics.listen";
             config.set(&name, &value)?;
+        }
+        if !metrics_set {
+            // Beside the Kafka listener, so nodes on 127.0.0.x of one host don't clash.
+            config.metrics_listen = Some(SocketAddr::new(config.listen.ip(), 9644));
         }
         Ok(config)
     }

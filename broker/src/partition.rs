@@ -492,7 +492,8 @@ impl Partition {
             .followers
             .iter()
             .filter(|(id, f)| {
-                !state.isr.contains(id) && isr::may_join(f, hw, state.epoch_start_offset)
+                !state.isr.contains(id)
+                    && isr::may_join(f, hw, state.epoch_start_offset, now_ms, lag_max_ms)
             })
             .map(|(id, _)| *id)
             .collect();

@@ -103,7 +103,9 @@ impl Controller {
             let beat = heartbeats
                 .get(&b.broker_id)
                 .filter(|h| h.broker_epoch == b.broker_epoch);
-            let last = beat.map_or(active_since, |h| h.at.max(active_since));
+            // Heartbeats seen before this controller took over count (see
+            // `heartbeat`); a broker never heard from gets a session from takeover.
+            let last = beat.map_or(active_since, |h| h.at);
             let silent = now.duration_since(last);
             if !b.fenced
                 && (silent > session
@@ -154,14 +156,10 @@ impl Controller {
 
 impl HeartbeatHandler for Controller {
     fn heartbeat(&self, request: BrokerHeartbeat) -> HeartbeatReply {
-        let quorum = self.node.quorum();
-        if !quorum.is_leader() {
-            return HeartbeatReply {
-                leader_hint: quorum.leader_id().unwrap_or(0),
-                error: "not the active controller".to_string(),
-                ..HeartbeatReply::default()
-            };
-        }
+        // Every controller records every heartbeat, so one taking over after a
+        // controller failover knows who went silent when, instead of granting every
+        // broker a fresh session timeout (which would delay fencing a broker that died
+        // with the old controller).
         self.heartbeats.lock().insert(
             request.broker_id,
             Heartbeat {
@@ -170,6 +168,14 @@ impl HeartbeatHandler for Controller {
                 applied_index: request.applied_index,
             },
         );
+        let quorum = self.node.quorum();
+        if !quorum.is_leader() {
+            return HeartbeatReply {
+                leader_hint: quorum.leader_id().unwrap_or(0),
+                error: "not the active controller".to_string(),
+                ..HeartbeatReply::default()
+            };
+        }
         let image = self.node.image();
         let registration = image.brokers.get(&request.broker_id);
         match registration {

@@ -102,7 +102,7 @@ pub async fn heartbeats(
 ) {
     let every = Duration::from_millis(config.cluster.broker_heartbeat_interval_ms as u64);
     let mut ticker = tokio::time::interval(every);
-    let mut clients: HashMap<i32, ControllerClient<Channel>> = HashMap::new();
+    let mut clients: HashMap<i32, Option<ControllerClient<Channel>>> = HashMap::new();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -114,33 +114,39 @@ pub async fn heartbeats(
             applied_index: *node.quorum().applied().borrow(),
             want_shutdown: false,
         };
-        let Some(leader) = node.quorum().leader_id() else {
-            continue;
-        };
-        if leader == config.node_id {
-            controller.heartbeat(request);
-            continue;
-        }
-        let Some(address) = config.cluster.voters.get(&leader).filter(|a| !a.is_empty()) else {
-            continue;
-        };
-        let client = clients.entry(leader).or_insert_with(|| {
-            let channel = Endpoint::from_shared(format!("http://{address}"))
-                .expect("voter addresses are checked at start")
-                .connect_timeout(every)
-                .timeout(every)
-                .local_address(local_ip)
-                .connect_lazy();
-            ControllerClient::new(channel)
-        });
-        match client.heartbeat(request).await {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                if !reply.error.is_empty() {
-                    tracing::debug!(error = %reply.error, "heartbeat not taken");
-                }
+        // To every voter, not only the active controller: whichever takes over next
+        // already knows when each broker was last heard from.
+        let mut sends = Vec::new();
+        for (voter, address) in &config.cluster.voters {
+            if *voter == config.node_id {
+                controller.heartbeat(request.clone());
+                continue;
             }
-            Err(status) => tracing::debug!(%status, "heartbeat failed"),
+            if address.is_empty() {
+                continue;
+            }
+            let Some(client) = clients.entry(*voter).or_insert_with(|| {
+                Endpoint::from_shared(format!("http://{address}"))
+                    .ok()
+                    .map(|e| {
+                        ControllerClient::new(
+                            e.connect_timeout(every)
+                                .timeout(every)
+                                .local_address(local_ip)
+                                .connect_lazy(),
+                        )
+                    })
+            }) else {
+                continue;
+            };
+            let mut client = client.clone();
+            let request = request.clone();
+            sends.push(async move { client.heartbeat(request).await });
+        }
+        for result in futures::future::join_all(sends).await {
+            if let Err(status) = result {
+                tracing::debug!(%status, "heartbeat failed");
+            }
         }
     }
 }

@@ -84,8 +84,18 @@ pub fn out_of_sync(
 /// Whether a replica outside the ISR may join: it has reached the high watermark and
 /// the start of the leader's current epoch (so it holds nothing a previous leader
 /// wrote that this one truncated away).
-pub fn may_join(follower: &FollowerState, high_watermark: i64, epoch_start_offset: i64) -> bool {
-    follower.log_end_offset >= high_watermark && follower.log_end_offset >= epoch_start_offset
+pub fn may_join(
+    follower: &FollowerState,
+    high_watermark: i64,
+    epoch_start_offset: i64,
+    now_ms: i64,
+    lag_max_ms: i64,
+) -> bool {
+    // Caught up recently, too: a follower that stopped fetching (a dead broker the
+    // controller took out of the ISR) keeps its last offsets but must not come back.
+    follower.log_end_offset >= high_watermark
+        && follower.log_end_offset >= epoch_start_offset
+        && now_ms - follower.last_caught_up_ms <= lag_max_ms
 }
 
 #[cfg(test)]
@@ -139,8 +149,10 @@ mod tests {
             out_of_sync(1, &[1, 2, 3, 4], &followers, 40_000, 30_000),
             vec![2, 4]
         );
-        assert!(may_join(&fast, 10, 5));
-        assert!(!may_join(&slow, 10, 0));
-        assert!(!may_join(&at(10), 10, 11));
+        assert!(may_join(&fast, 10, 5, 40_000, 30_000));
+        assert!(!may_join(&slow, 10, 0, 40_000, 30_000));
+        assert!(!may_join(&at(10), 10, 11, 0, 30_000));
+        // Caught up once, silent since: not again.
+        assert!(!may_join(&fast, 10, 5, 80_000, 30_000));
     }
 }

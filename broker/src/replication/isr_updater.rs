@@ -21,9 +21,23 @@ pub async fn run(replicas: Arc<ReplicaManager>, mut shutdown: watch::Receiver<bo
         }
         let now = now_ms();
         for partition in replicas.all_partitions() {
-            let Some(change) = partition.isr_change_due(now, lag_max) else {
+            let Some(mut change) = partition.isr_change_due(now, lag_max) else {
                 continue;
             };
+            // Only active brokers may join (the controller would refuse the others).
+            let current = partition.isr();
+            {
+                let image = replicas.cluster().image();
+                change
+                    .new_isr
+                    .retain(|r| current.contains(r) || image.is_active(*r));
+            }
+            let mut unchanged = current.clone();
+            unchanged.sort_unstable();
+            if change.new_isr == unchanged {
+                partition.alter_isr_failed(change.partition_epoch);
+                continue;
+            }
             tracing::info!(topic = %change.topic, partition = change.partition, isr = ?change.new_isr, "asking for an ISR change");
             let command = Command::AlterPartition {
                 topic: change.topic.clone(),
