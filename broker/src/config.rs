@@ -202,6 +202,15 @@ impl BrokerConfig {
                 ),
             ));
         }
+        if !c.controller {
+            // It would need to follow the metadata log as a Raft learner, which the
+            // quorum does not offer yet.
+            return Err(invalid(
+                "process.roles",
+                "broker".into(),
+                "broker-only nodes are not supported yet: every node is broker,controller",
+            ));
+        }
         if !c.controller && c.voters.contains_key(&self.node_id) {
             return Err(invalid(
                 "process.roles",
