@@ -12,7 +12,8 @@ file in the format Rill's `rill-broker run --config FILE` reads:
     default.replication.factor=3
     min.insync.replicas=2
 
-plus the test's extra properties. P is chosen free on every node IP at start (the issue's
+plus the test's extra properties (and, for Rill, `metrics.listen=127.0.0.i:P+5`: every
+node needs its own /metrics address). P is chosen free on every node IP at start (the issue's
 example uses 19092/19093; a fixed port would collide with a second run on the machine).
 With RILL_E2E_TARGET=kafka the same cluster is real Apache Kafka (KRaft, combined
 broker+controller) from the cached jars, with the properties Kafka needs on top and the
@@ -292,6 +293,10 @@ class Cluster:
     def replication_port(self) -> int:
         return self.base + 2
 
+    @property
+    def metrics_port(self) -> int:
+        return self.base + 5
+
     def kafka_addr(self, i: int) -> tuple[str, int]:
         return (node_ip(i), self.kafka_port)
 
@@ -335,6 +340,9 @@ class Cluster:
             "default.replication.factor": str(self.rf),
             "min.insync.replicas": str(min(2, self.rf)),
         }
+        if self.kind == "rill":
+            # Rill-only: each node its own /metrics address (the default is shared)
+            props["metrics.listen"] = f"{ip}:{self.metrics_port}"
         if self.kind == "kafka":
             repl_adv = self.base + 4 if self.proxied else self.replication_port
             props["listeners"] += f",REPLICATION://{ip}:{self.replication_port}"
@@ -580,10 +588,14 @@ class Cluster:
                     return leader
             except (OSError, struct.error, IndexError, AssertionError):
                 continue
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        desc = AdminClient({"bootstrap.servers": self.live_bootstrap()}).describe_cluster(request_timeout=5)
-        ctrl = desc.result(timeout=10).controller
+        admin = AdminClient({"bootstrap.servers": self.live_bootstrap()})  # referenced until result()
+        try:
+            ctrl = admin.describe_cluster(request_timeout=5).result(timeout=10).controller
+        except KafkaException:
+            return -1  # none known right now (e.g. just killed); callers poll
         return ctrl.id if ctrl is not None else -1
 
     def wait_for(self, predicate, timeout: float, what: str = "condition", interval: float = 0.25):

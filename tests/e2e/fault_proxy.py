@@ -92,6 +92,8 @@ class _Link:
                 return
             self.upstream = socket.create_connection(self.route.target, timeout=CONNECT_TIMEOUT_S)
             self.upstream.settimeout(None)
+            for s in (self.client, self.upstream):  # a transparent hop adds no Nagle delay
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._pump()
         except OSError:
             pass
@@ -144,6 +146,7 @@ class FaultProxy:
         self._isolated: set[int] = set()
         self._blocked: set[tuple[int, int]] = set()
         self._links: set[_Link] = set()
+        self._sources_seen: set[int] = set()
         self._listeners: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -186,6 +189,8 @@ class FaultProxy:
             link = _Link(self, route, client, src)
             with self._lock:
                 self.accepted += 1
+                if src is not None:
+                    self._sources_seen.add(src)
                 if self._verdict_locked(src, route.dest) != "pass":
                     self.refused += 1
                 self._links.add(link)
@@ -234,6 +239,13 @@ class FaultProxy:
         with self._lock:
             self._isolated.clear()
             self._blocked.clear()
+
+    def sources_seen(self) -> set[int]:
+        """Nodes that have dialled through the proxy. A node whose connections are not
+        bound to its own IP is never seen (127.0.0.1, node 1's IP, is the default source
+        address: its traffic counts as node 1's), so the tests check this first."""
+        with self._lock:
+            return set(self._sources_seen)
 
     def live_links(self) -> list[tuple[int | None, int]]:
         """(source, dest) of the connections currently open through the proxy."""

@@ -187,6 +187,15 @@ def test_cut_leader_off_then_heal(cluster_factory, tmp_path):
     prod, cons = start_load(c, topic, seconds=30)
     victim = c.leader_of(topic, 0)
     was_controller = c.controller_id() == victim
+    if c.proxy is not None:
+        # the proxy tells nodes apart only if each one's inter-node connections come
+        # from its own IP (Rill) or its own proxy ports (Kafka)
+        try:
+            c.wait_for(lambda: c.proxy.sources_seen() >= set(c.nodes), 15, "every node dialling through the proxy")
+        except AssertionError:
+            raise AssertionError(f"the proxy saw inter-node connections only from nodes {sorted(c.proxy.sources_seen())}"
+                                 " of " f"{sorted(c.nodes)}: does each node bind its outgoing inter-node"
+                                 " connections to its own IP?") from None
     witness = next(i for i in c.nodes if i != victim)
 
     t_cut = time.monotonic()

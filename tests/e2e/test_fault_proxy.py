@@ -112,6 +112,7 @@ def test_forwards_bytes_both_ways(mesh):
         big = bytes(range(256)) * 1024
         assert echoes(s, big)
     assert all(link_works(a, b, routes) for a in NODES for b in NODES if a != b)
+    assert proxy.sources_seen() == set(NODES)
 
 
 def test_isolate_resets_existing_links_and_refuses_new_ones_both_ways(mesh):
