@@ -29,7 +29,7 @@ from checker import check
 from cluster_process import Cluster, kafka_tool
 from workload import ConsumerWorkload, ProducerWorkload, read_log, save_run
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]  # hard bound per test
 
 PARTITIONS = 3
 RATE = 200.0  # records/s: steady, yet light for 2 shared cores
@@ -112,29 +112,20 @@ def new_leader(c: Cluster, topic: str, partition: int, old: int, via: int | None
 
 def test_kill9_partition_leader_under_load(cluster_factory, tmp_path):
     """kill -9 the leader of partition 0 while acks=all writes flow: a new leader takes
-    over, no acknowledged record is lost; the failover time is measured."""
+    over, no acknowledged record is lost. Failover time: from the kill to the first ack
+    in partition 0 of a record produced after the kill (so written by the new leader)."""
     c = cluster_factory(3, extra=FAST)
     topic = "fault-kill-leader"
     c.create_topic(topic, PARTITIONS, config=TOPIC_CONFIG)
     prod, cons = start_load(c, topic, seconds=25)
     victim = c.leader_of(topic, 0)
-    epoch_acks = [a.leader_epoch for a in prod.acked if a.partition == 0]
-    old_epoch = max((e for e in epoch_acks if e is not None), default=None)
 
     t_kill = time.monotonic()
     c.kill9(victim)
     successor = c.wait_for(lambda: new_leader(c, topic, 0, victim), FAILOVER_BOUND_S, "a new leader of partition 0")
     t_elected = time.monotonic()
-
-    def first_ack_on_new_leader():
-        a = prod.first_ack_after(t_kill, 0)
-        # the leader epoch, when the client reports it, proves which leader answered
-        while a is not None and old_epoch is not None and a.leader_epoch is not None and a.leader_epoch <= old_epoch:
-            later = [x for x in prod.acked if x.partition == 0 and x.at > a.at]
-            a = min(later, key=lambda x: x.at) if later else None
-        return a
-
-    first = c.wait_for(first_ack_on_new_leader, FAILOVER_BOUND_S, "an ack in partition 0 after the kill")
+    first = c.wait_for(lambda: prod.first_ack_of_sent_after(t_kill, 0), FAILOVER_BOUND_S,
+                       "an ack in partition 0 of a record sent after the kill")
     failover_s = first.at - t_kill
     progress_after(c, prod, first.at)
     assert successor != victim and victim not in c.isr_of(topic, 0)
@@ -142,8 +133,7 @@ def test_kill9_partition_leader_under_load(cluster_factory, tmp_path):
     assert_no_failed_delivery(prod)
     write_results(tmp_path, "kill9_partition_leader", c, killed=victim, new_leader=successor,
                   failover_s=round(failover_s, 3), leader_elected_after_s=round(t_elected - t_kill, 3),
-                  first_ack_offset=first.offset, first_ack_leader_epoch=first.leader_epoch,
-                  old_leader_epoch=old_epoch, session_timeout_ms=SESSION_TIMEOUT_MS, checker=counts)
+                  first_ack_offset=first.offset, session_timeout_ms=SESSION_TIMEOUT_MS, checker=counts)
     assert failover_s < FAILOVER_BOUND_S
 
 

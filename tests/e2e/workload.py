@@ -54,7 +54,6 @@ class Ack:
     offset: int
     value: str
     at: float  # time.monotonic() of the delivery report
-    leader_epoch: int | None
 
 
 @dataclass(frozen=True)
@@ -114,8 +113,8 @@ class ProducerWorkload:
             if err is not None:
                 self.errors.append(SeenError("delivery", err.name(), classify(err), err.str(), now, value))
             else:
-                epoch = msg.leader_epoch() if hasattr(msg, "leader_epoch") else None
-                self.acked.append(Ack(msg.partition(), msg.offset(), value, now, epoch))
+                # offset() is None when librdkafka knows the record landed but not where
+                self.acked.append(Ack(msg.partition(), msg.offset(), value, now))
 
     # ---- running ------------------------------------------------------------------------
     def start(self) -> "ProducerWorkload":
@@ -147,6 +146,8 @@ class ProducerWorkload:
 
     def _produce(self, p: Producer, seq: int) -> None:
         value = f"p{self.producer_id}-{seq}"
+        with self._lock:  # before produce(): "sent after t" must mean it
+            self.sent_at[value] = time.monotonic()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -159,7 +160,6 @@ class ProducerWorkload:
                 p.poll(0.1)
         with self._lock:
             self.attempted.append(value)
-            self.sent_at[value] = time.monotonic()
 
     def stop(self) -> None:
         """Stop sending; what is in flight is still flushed."""
@@ -177,10 +177,13 @@ class ProducerWorkload:
             return sum(1 for a in self.acked
                        if (partition is None or a.partition == partition) and (after is None or a.at > after))
 
-    def first_ack_after(self, t: float, partition: int) -> Ack | None:
-        """The earliest acknowledgement in `partition` received after time t."""
+    def first_ack_of_sent_after(self, t: float, partition: int) -> Ack | None:
+        """The earliest acknowledgement in `partition` of a record handed to the client
+        after time t. After a leader is killed at t, such a record can only have been
+        written by a new leader, whereas an ack merely *received* after t may be the
+        dead leader's last response, still in the socket buffer."""
         with self._lock:
-            later = [a for a in self.acked if a.partition == partition and a.at > t]
+            later = [a for a in self.acked if a.partition == partition and self.sent_at.get(a.value, 0) > t]
         return min(later, key=lambda a: a.at) if later else None
 
     def errors_of_kind(self, *kinds: str) -> list[SeenError]:
