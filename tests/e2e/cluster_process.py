@@ -28,7 +28,8 @@ test can cut a node off:
     own voter ports (`j@127.0.0.j:P+10+i` in node i's file; source known by port), and
     replication uses a REPLICATION listener advertised behind a proxy route per node
     (P+4 -> P+2; source unknown, so isolating node n cuts replication INTO n, and the
-    quorum links both ways).
+    quorum links both ways). A KRaft leader hands its own controller endpoint to the
+    voters, who then fetch from it; that is advertised behind a route too (P+6 -> P+1).
 
 Environment: as broker_process.py (RILL_E2E_TARGET, RILL_BROKER_BIN, RILL_CACHE).
 """
@@ -347,6 +348,10 @@ class Cluster:
             repl_adv = self.base + 4 if self.proxied else self.replication_port
             props["listeners"] += f",REPLICATION://{ip}:{self.replication_port}"
             props["advertised.listeners"] += f",REPLICATION://{ip}:{repl_adv}"
+            if self.proxied:
+                # KRaft leaders send their own controller endpoint to the voters, which
+                # then fetch from it: advertise it behind the proxy too
+                props["advertised.listeners"] += f",CONTROLLER://{ip}:{self.base + 6}"
             props.update(KAFKA_ONLY)
             for name in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
                          "share.coordinator.state.topic.replication.factor"):
@@ -379,6 +384,7 @@ class Cluster:
                     self.proxy.add_route((node_ip(j), self.base + 10 + i), (node_ip(j), self.controller_port),
                                          dest=j, source=i)
             self.proxy.add_route((node_ip(j), self.base + 4), (node_ip(j), self.replication_port), dest=j)
+            self.proxy.add_route((node_ip(j), self.base + 6), (node_ip(j), self.controller_port), dest=j)
 
     def _kafka_format(self) -> None:
         """Format every node's storage with one cluster id (in parallel: a JVM each)."""
@@ -577,11 +583,12 @@ class Cluster:
     def replicas_of(self, topic: str, partition: int = 0, via: int | None = None) -> list[int]:
         return list(self.partition(topic, partition, via)["replicas"])
 
-    def controller_id(self) -> int:
+    def controller_id(self, via: int | None = None) -> int:
         """The active controller: the Raft leader DescribeQuorum reports (Kafka answers
-        Metadata/DescribeCluster with a random broker as 'controller' in KRaft mode).
-        Falls back to DescribeCluster's controller where DescribeQuorum gets no answer."""
-        for i in self.live_ids():
+        Metadata/DescribeCluster with a random broker as 'controller' in KRaft mode),
+        asked of `via` or of the first live node that answers. Falls back to
+        DescribeCluster's controller where DescribeQuorum gets no answer."""
+        for i in [via] if via is not None else self.live_ids():
             try:
                 leader = describe_quorum_leader(self.kafka_addr(i))
                 if leader >= 0:
@@ -591,7 +598,8 @@ class Cluster:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.live_bootstrap()})  # referenced until result()
+        servers = self.bootstrap_of(via) if via is not None else self.live_bootstrap()
+        admin = AdminClient({"bootstrap.servers": servers})  # referenced until result()
         try:
             ctrl = admin.describe_cluster(request_timeout=5).result(timeout=10).controller
         except KafkaException:

@@ -164,10 +164,11 @@ def test_kill9_active_controller_under_load(cluster_factory, tmp_path):
 
 
 def test_cut_leader_off_then_heal(cluster_factory, tmp_path):
-    """Cut the leader of partition 0 off from its followers and the quorum (fault proxy),
-    or pause it (RILL_E2E_CUT=pause): the majority elects a new leader and keeps
-    accepting writes; after healing, the old leader comes back as a follower and
-    catches up, and nothing acknowledged or read is lost."""
+    """Cut a partition leader off from its followers and the quorum (fault proxy), or
+    pause it (RILL_E2E_CUT=pause): the majority elects a new leader and keeps accepting
+    writes; after healing, the old leader comes back as a follower and catches up, and
+    nothing acknowledged or read is lost. The partition chosen is the one the active
+    controller leads (when it leads one), so the quorum must fail over as well."""
     mechanism = os.environ.get("RILL_E2E_CUT", "proxy")
     assert mechanism in ("proxy", "pause")
     extra = {**FAST, "auto.leader.rebalance.enable": "false"}  # so the old leader stays a follower
@@ -175,8 +176,10 @@ def test_cut_leader_off_then_heal(cluster_factory, tmp_path):
     topic = "fault-cut-leader"
     c.create_topic(topic, PARTITIONS, config=TOPIC_CONFIG)
     prod, cons = start_load(c, topic, seconds=30)
-    victim = c.leader_of(topic, 0)
-    was_controller = c.controller_id() == victim
+    controller = c.controller_id()
+    leaders = {p: c.leader_of(topic, p) for p in range(PARTITIONS)}
+    part = next((p for p, lead in leaders.items() if lead == controller), 0)
+    victim = leaders[part]
     if c.proxy is not None:
         # the proxy tells nodes apart only if each one's inter-node connections come
         # from its own IP (Rill) or its own proxy ports (Kafka)
@@ -184,30 +187,41 @@ def test_cut_leader_off_then_heal(cluster_factory, tmp_path):
             c.wait_for(lambda: c.proxy.sources_seen() >= set(c.nodes), 15, "every node dialling through the proxy")
         except AssertionError:
             raise AssertionError(f"the proxy saw inter-node connections only from nodes {sorted(c.proxy.sources_seen())}"
-                                 " of " f"{sorted(c.nodes)}: does each node bind its outgoing inter-node"
+                                 f" of {sorted(c.nodes)}: does each node bind its outgoing inter-node"
                                  " connections to its own IP?") from None
     witness = next(i for i in c.nodes if i != victim)
 
     t_cut = time.monotonic()
-    c.isolate(victim) if mechanism == "proxy" else c.pause(victim)
-    successor = c.wait_for(lambda: new_leader(c, topic, 0, victim, via=witness), FAILOVER_BOUND_S,
-                           "the majority elects a new leader of partition 0")
+    if mechanism == "proxy":
+        c.isolate(victim)
+    else:
+        c.pause(victim)
+    successor = c.wait_for(lambda: new_leader(c, topic, part, victim, via=witness), FAILOVER_BOUND_S,
+                           f"the majority elects a new leader of partition {part}")
     t_elected = time.monotonic()
+    if victim == controller:
+        c.wait_for(lambda: c.controller_id(via=witness) not in (-1, victim), FAILOVER_BOUND_S,
+                   "the majority elects a new active controller")
     progress_after(c, prod, t_elected, per_partition=30)
     cut_s = time.monotonic() - t_cut
 
-    c.heal() if mechanism == "proxy" else c.resume(victim)
+    if mechanism == "proxy":
+        c.heal()
+    else:
+        c.resume(victim)
     t_heal = time.monotonic()
     c.wait_for(lambda: all(sorted(c.isr_of(topic, p, via=witness)) == sorted(c.nodes) for p in range(PARTITIONS)),
                REJOIN_BOUND_S, "the old leader back in every ISR")
     t_rejoined = time.monotonic()
-    assert c.leader_of(topic, 0, via=witness) != victim, "old leader should have come back as a follower"
-    assert c.leader_of(topic, 0, via=victim) == c.leader_of(topic, 0, via=witness), "old leader's metadata is stale"
+    assert c.leader_of(topic, part, via=witness) != victim, "old leader should have come back as a follower"
+    c.wait_for(lambda: c.leader_of(topic, part, via=victim) == c.leader_of(topic, part, via=witness), 15,
+               "the old leader's metadata agrees with the majority's")
     progress_after(c, prod, t_rejoined, per_partition=20)
     counts = finish_and_check(c, topic, prod, cons, tmp_path)
     assert_no_failed_delivery(prod)
-    write_results(tmp_path, "cut_leader_off_then_heal", c, mechanism=mechanism, victim=victim,
-                  victim_was_controller=was_controller, new_leader=successor,
+    write_results(tmp_path, "cut_leader_off_then_heal", c, mechanism=mechanism, partition=part, victim=victim,
+                  victim_was_controller=victim == controller, new_leader=successor,
+                  new_controller=c.controller_id(via=witness),
                   leader_elected_after_s=round(t_elected - t_cut, 3), cut_for_s=round(cut_s, 3),
                   rejoined_isr_after_heal_s=round(t_rejoined - t_heal, 3),
                   proxy_refused=c.proxy.refused if c.proxy else None, checker=counts)
