@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 # Client-level conditions librdkafka reports while it works around a failed broker:
 # the client keeps going by itself, so they are retriable for the application.
@@ -276,8 +276,7 @@ def read_log(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0)
         "auto.offset.reset": "error", "enable.partition.eof": True, "fetch.wait.max.ms": 100,
     })
     try:
-        marks = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-                 for p in range(partitions)}
+        marks = {p: _watermarks(c, topic, p, timeout) for p in range(partitions)}
         todo = {p for p, (low, high) in marks.items() if high > low}
         c.assign([TopicPartition(topic, p, marks[p][0]) for p in todo])
         out: list[tuple[int, int, str]] = []
@@ -287,7 +286,7 @@ def read_log(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0)
             if msg is None:
                 continue
             if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+                if msg.error().code() == KafkaError._PARTITION_EOF or classify(msg.error()) == "retriable":
                     continue
                 raise AssertionError(f"reading the log: {msg.error()}")
             p = msg.partition()
@@ -299,6 +298,20 @@ def read_log(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0)
         return out, marks
     finally:
         c.close()
+
+
+def _watermarks(c: Consumer, topic: str, partition: int, timeout: float) -> tuple[int, int]:
+    """(low, high), retrying what a fresh leader answers while it settles (e.g.
+    OFFSET_NOT_AVAILABLE: its high watermark is not caught up yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        except KafkaException as e:
+            err = e.args[0]
+            if not (err.retriable() or err.code() == KafkaError.OFFSET_NOT_AVAILABLE) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def save_run(path: Path, producers: list[ProducerWorkload], consumer: ConsumerWorkload | None,
