@@ -3,6 +3,7 @@
     broker            started with the test's `broker_settings` marker (if any), stopped
                       with SIGTERM at teardown; the clean exit (code 0 for Rill) is asserted.
     broker_factory    make more brokers, or brokers with settings chosen in the test.
+    cluster_factory   multi-node clusters on 127.0.0.1..N (cluster_process.py).
 
 Markers:
     @pytest.mark.broker_settings(**{"log.segment.bytes": 4096})
@@ -19,11 +20,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from broker_process import BrokerProcess, kafka_version, target  # noqa: E402
+from cluster_process import cluster_factory  # noqa: E402,F401  (multi-node clusters)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "broker_settings(**settings): Kafka property names for the broker")
     config.addinivalue_line("markers", "rill_only: Rill-specific behaviour, skipped against Apache Kafka")
+    config.addinivalue_line("markers", "cluster: multi-node cluster tests and their tools (cluster_process.py)")
 
 
 def pytest_report_header(config):
