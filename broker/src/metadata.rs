@@ -34,6 +34,8 @@ pub struct TopicRecord {
     pub id: Uuid,
     pub partitions: i32,
     #[serde(default)]
+    pub replication_factor: i16,
+    #[serde(default)]
     pub configs: BTreeMap<String, String>,
 }
 

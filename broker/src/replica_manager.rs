@@ -185,6 +185,27 @@ impl ReplicaManager {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicRecord, TopicError> {
+        self.create_topic_with(
+            name,
+            partitions,
+            replication_factor,
+            None,
+            configs,
+            validate_only,
+        )
+    }
+
+    /// CreateTopics with an optional manual assignment (replica lists by partition,
+    /// checked by the caller); without one, replicas are placed over active brokers.
+    pub fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        assignments: Option<Vec<Vec<i32>>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicRecord, TopicError> {
         validate_topic_name(name)?;
         let partitions = if partitions == -1 {
             self.config.num_partitions
@@ -215,11 +236,15 @@ impl ReplicaManager {
         if self.cluster.image().topics.contains_key(name) {
             return Err(TopicError::TopicAlreadyExists(name.to_string()));
         }
-        let assignments = self.place(name, 0, partitions, replication_factor)?;
+        let assignments = match assignments {
+            Some(a) => a,
+            None => self.place(name, 0, partitions, replication_factor)?,
+        };
         let record = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),
             partitions,
+            replication_factor,
             configs: configs.clone(),
         };
         if validate_only {
@@ -579,6 +604,10 @@ fn topic_record(t: &TopicImage) -> TopicRecord {
         name: t.name.clone(),
         id: t.topic_id,
         partitions: t.partitions.len() as i32,
+        replication_factor: t
+            .partitions
+            .first()
+            .map_or(0, |p| (p.replicas.len() - p.removing.len()) as i16),
         configs: t.configs.clone(),
     }
 }

@@ -74,11 +74,19 @@ pub async fn run(
 
     // The metadata quorum first: everything else follows its image.
     let image = Arc::new(RwLock::new(MetadataImage::default()));
-    let quorum_config = QuorumConfig::new(
-        config.node_id,
-        config.cluster.quorum_voters(),
-        dir.join(METADATA_DIR),
-    );
+    let local_ip = config
+        .cluster
+        .internal_listen
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let quorum_config = QuorumConfig {
+        local_ip,
+        ..QuorumConfig::new(
+            config.node_id,
+            config.cluster.quorum_voters(),
+            dir.join(METADATA_DIR),
+        )
+    };
     let quorum = Quorum::start(quorum_config, image.clone()).await?;
     let node = Arc::new(ClusterNode::new(config.node_id, quorum.clone(), image));
     let replicas = Arc::new(
@@ -86,11 +94,6 @@ pub async fn run(
             .map_err(|source| StartError::Logs { dir, source })?,
     );
     let controller = Arc::new(Controller::new(node.clone(), config.cluster.clone()));
-    let local_ip = config
-        .cluster
-        .internal_listen
-        .map(|a| a.ip())
-        .filter(|ip| !ip.is_unspecified());
     let internal = match config.cluster.internal_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)

@@ -53,6 +53,7 @@ pub fn create_topics(
                 }
             }
             // Manual assignments fix the partition count and replication factor.
+            let mut assignments = None;
             let (partitions, replication_factor) = if t.assignments.is_empty() {
                 (t.num_partitions, t.replication_factor)
             } else if t.num_partitions != -1 || t.replication_factor != -1 {
@@ -62,24 +63,22 @@ pub fn create_topics(
                     "both partition assignments and partition count/replication factor were given",
                 );
             } else {
-                let rf = t.assignments[0].broker_ids.len() as i16;
-                let node = ctx.replicas.config().node_id;
-                if t.assignments
-                    .iter()
-                    .any(|a| a.broker_ids.iter().any(|b| b.0 != node))
-                {
-                    return failed(
-                        result,
-                        ResponseError::InvalidReplicaAssignment,
-                        "assignment names an unknown broker",
-                    );
+                match manual_assignments(ctx, &t.assignments) {
+                    Ok(a) => {
+                        let shape = (a.len() as i32, a[0].len() as i16);
+                        assignments = Some(a);
+                        shape
+                    }
+                    Err(message) => {
+                        return failed(result, ResponseError::InvalidReplicaAssignment, &message)
+                    }
                 }
-                (t.assignments.len() as i32, rf)
             };
-            match ctx.replicas.create_topic(
+            match ctx.replicas.create_topic_with(
                 &name,
                 partitions,
                 replication_factor,
+                assignments,
                 configs,
                 request.validate_only,
             ) {
@@ -109,7 +108,7 @@ pub fn create_topics(
                             record.id
                         })
                         .with_num_partitions(record.partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(record.replication_factor)
                         .with_configs(entries)
                 }
                 Err(e) => failed_with(result, &e),
@@ -117,6 +116,43 @@ pub fn create_topics(
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+/// A CreateTopics replica assignment as replica lists by partition index: every index
+/// from 0 once, the same number of distinct, registered brokers for each.
+fn manual_assignments(
+    ctx: &Context,
+    assignments: &[kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment],
+) -> Result<Vec<Vec<i32>>, String> {
+    let image = ctx.replicas.cluster().image();
+    let mut by_index: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for a in assignments {
+        let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        let mut distinct = replicas.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if replicas.is_empty() || distinct.len() != replicas.len() {
+            return Err(format!(
+                "partition {} needs distinct replicas, got {replicas:?}",
+                a.partition_index
+            ));
+        }
+        if let Some(b) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {
+            return Err(format!("assignment names an unknown broker {b}"));
+        }
+        if by_index.insert(a.partition_index, replicas).is_some() {
+            return Err(format!("partition {} is assigned twice", a.partition_index));
+        }
+    }
+    let count = by_index.len() as i32;
+    if by_index.keys().copied().ne(0..count) {
+        return Err("partition indexes must be 0..n without gaps".into());
+    }
+    let lists: Vec<Vec<i32>> = by_index.into_values().collect();
+    if lists.iter().any(|r| r.len() != lists[0].len()) {
+        return Err("every partition needs the same number of replicas".into());
+    }
+    Ok(lists)
 }
 
 fn failed(

@@ -78,6 +78,8 @@ pub struct QuorumConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot (and purge the log behind it) every this many applied entries.
     pub snapshot_every: u64,
+    /// The IP outgoing connections bind to (this node's CONTROLLER listener IP).
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl QuorumConfig {
@@ -91,6 +93,7 @@ impl QuorumConfig {
             election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            local_ip: None,
         }
     }
 }
@@ -249,7 +252,7 @@ impl Quorum {
                 .map(|(&id, node)| (id, node.addr.clone()))
                 .collect(),
         );
-        let channels = Channels::default();
+        let channels = Channels::new(config.local_ip);
         let network = NetworkFactory {
             self_id,
             addresses: addresses.clone(),

@@ -50,9 +50,19 @@ struct BadAddress {
 #[derive(Clone, Default)]
 pub(crate) struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Outgoing connections bind to this node's IP, so peers (and a fault-injecting
+    /// proxy) can tell nodes on one loopback host apart.
+    local_ip: Option<std::net::IpAddr>,
 }
 
 impl Channels {
+    pub(crate) fn new(local_ip: Option<std::net::IpAddr>) -> Self {
+        Channels {
+            by_addr: Arc::default(),
+            local_ip,
+        }
+    }
+
     /// Must run inside a tokio runtime (the channel spawns its worker there).
     pub(crate) fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         if let Some(channel) = self.by_addr.lock().get(addr) {
@@ -64,6 +74,7 @@ impl Channels {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
+            .local_address(self.local_ip)
             .connect_lazy();
         Ok(self
             .by_addr
