@@ -180,6 +180,14 @@ pub fn incremental_alter(
                     .with_error_code(code.code())
                     .with_error_message(Some(StrBytes::from_string(message)))
             };
+            // Broker configs are static (the config file); there is nothing dynamic to
+            // delete, so DELETEs succeed as no-ops, as Kafka answers deleting a dynamic
+            // config that was never set (e.g. reassignment tools clearing throttles).
+            if r.resource_type == RESOURCE_BROKER
+                && r.configs.iter().all(|c| c.config_operation == OP_DELETE)
+            {
+                return response;
+            }
             if r.resource_type != RESOURCE_TOPIC {
                 return fail(
                     ResponseError::InvalidRequest,
