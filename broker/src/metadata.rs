@@ -1,7 +1,6 @@
-//! The cluster's metadata on a single node: cluster id, topics with their ids, partition
-//! counts and config overrides, kept in `<log.dirs>/meta/` and rewritten atomically.
-//!
-//! This is the stand-in for the Raft metadata quorum: the same records, one voter.
+//! What a log dir knows about itself (`meta.properties`: its node id), the topic view
+//! handlers use, and atomic file writes. Cluster metadata itself is the Raft quorum's
+//! image (`crate::cluster`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -39,95 +38,24 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct TopicsFile {
-    topics: Vec<TopicRecord>,
-}
-
-pub struct MetadataStore {
-    dir: PathBuf,
+/// A log dir's identity, from `meta.properties`.
+pub struct MetaProperties {
     cluster_id: String,
-    topics: BTreeMap<String, TopicRecord>,
 }
 
-impl MetadataStore {
-    /// Opens (or formats, on first start) the metadata kept in `log_dir`.
+impl MetaProperties {
+    /// Reads (or writes, on first start) `meta.properties` in `log_dir`, refusing a dir
+    /// formatted for another node id.
     pub fn open(log_dir: &Path, node_id: i32) -> Result<Self, MetadataError> {
-        let dir = log_dir.join("meta");
-        fs::create_dir_all(&dir).map_err(|source| io_err(&dir, source))?;
+        fs::create_dir_all(log_dir).map_err(|source| io_err(log_dir, source))?;
         let cluster_id = read_or_format_meta_properties(log_dir, node_id)?;
-        let path = dir.join("topics.json");
-        let topics = match fs::read(&path) {
-            Ok(bytes) => {
-                let file: TopicsFile =
-                    serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                file.topics
-                    .into_iter()
-                    .map(|t| (t.name.clone(), t))
-                    .collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(io_err(&path, source)),
-        };
-        Ok(MetadataStore {
-            dir,
-            cluster_id,
-            topics,
-        })
+        Ok(MetaProperties { cluster_id })
     }
 
+    /// The id written when the dir was formatted. The cluster's own id lives in the
+    /// metadata image; this one only identifies the directory.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
-    }
-
-    pub fn topics(&self) -> impl Iterator<Item = &TopicRecord> {
-        self.topics.values()
-    }
-
-    pub fn topic(&self, name: &str) -> Option<&TopicRecord> {
-        self.topics.get(name)
-    }
-
-    pub fn topic_by_id(&self, id: Uuid) -> Option<&TopicRecord> {
-        self.topics.values().find(|t| t.id == id)
-    }
-
-    /// Inserts or replaces a topic and persists the change before returning.
-    pub fn put_topic(&mut self, topic: TopicRecord) -> Result<(), MetadataError> {
-        let previous = self.topics.insert(topic.name.clone(), topic.clone());
-        if let Err(e) = self.persist() {
-            match previous {
-                Some(p) => self.topics.insert(p.name.clone(), p),
-                None => self.topics.remove(&topic.name),
-            };
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    pub fn remove_topic(&mut self, name: &str) -> Result<Option<TopicRecord>, MetadataError> {
-        let removed = self.topics.remove(name);
-        if let Some(t) = &removed {
-            if let Err(e) = self.persist() {
-                self.topics.insert(t.name.clone(), t.clone());
-                return Err(e);
-            }
-        }
-        Ok(removed)
-    }
-
-    fn persist(&self) -> Result<(), MetadataError> {
-        let file = TopicsFile {
-            topics: self.topics.values().cloned().collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| MetadataError::Corrupt {
-            path: self.dir.join("topics.json"),
-            reason: e.to_string(),
-        })?;
-        write_atomically(&self.dir.join("topics.json"), &bytes)
     }
 }
 
@@ -226,39 +154,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn topics_survive_reopen_and_cluster_id_is_stable() {
+    fn the_dir_keeps_its_id() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = MetadataStore::open(dir.path(), 1).unwrap();
-        let id = Uuid::new_v4();
-        m.put_topic(TopicRecord {
-            name: "a".into(),
-            id,
-            partitions: 3,
-            configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
-        })
-        .unwrap();
-        let cluster_id = m.cluster_id().to_string();
-        assert_eq!(cluster_id.len(), 22);
-        drop(m);
-        let mut m = MetadataStore::open(dir.path(), 1).unwrap();
-        assert_eq!(m.cluster_id(), cluster_id);
-        let t = m.topic("a").unwrap();
-        assert_eq!((t.id, t.partitions), (id, 3));
-        assert_eq!(t.configs["retention.ms"], "5");
-        assert_eq!(m.topic_by_id(id).unwrap().name, "a");
-        m.remove_topic("a").unwrap();
-        drop(m);
-        assert!(MetadataStore::open(dir.path(), 1)
+        let id = MetaProperties::open(dir.path(), 1)
             .unwrap()
-            .topic("a")
-            .is_none());
+            .cluster_id()
+            .to_string();
+        assert_eq!(id.len(), 22);
+        assert_eq!(
+            MetaProperties::open(dir.path(), 1).unwrap().cluster_id(),
+            id
+        );
     }
 
     #[test]
     fn a_log_dir_of_another_node_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        MetadataStore::open(dir.path(), 1).unwrap();
-        let err = MetadataStore::open(dir.path(), 2).err().unwrap();
+        MetaProperties::open(dir.path(), 1).unwrap();
+        let err = MetaProperties::open(dir.path(), 2).err().unwrap();
         assert!(matches!(
             err,
             MetadataError::NodeIdClash {

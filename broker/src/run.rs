@@ -67,7 +67,7 @@ pub async fn run(
         source: TopicError::Storage(e.into()),
     })?;
     // Refuses a log dir formatted for another node id.
-    crate::metadata::MetadataStore::open(&dir, config.node_id)?;
+    crate::metadata::MetaProperties::open(&dir, config.node_id)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

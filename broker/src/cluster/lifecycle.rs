@@ -119,7 +119,7 @@ pub async fn heartbeats(
         let mut sends = Vec::new();
         for (voter, address) in &config.cluster.voters {
             if *voter == config.node_id {
-                controller.heartbeat(request.clone());
+                controller.heartbeat(request);
                 continue;
             }
             if address.is_empty() {
@@ -140,7 +140,6 @@ pub async fn heartbeats(
                 continue;
             };
             let mut client = client.clone();
-            let request = request.clone();
             sends.push(async move { client.heartbeat(request).await });
         }
         for result in futures::future::join_all(sends).await {

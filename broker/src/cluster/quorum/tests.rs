@@ -45,6 +45,7 @@ fn config(
         election_timeout_min_ms: 500,
         election_timeout_max_ms: 1000,
         snapshot_every,
+        local_ip: None,
     }
 }
 
