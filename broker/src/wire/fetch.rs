@@ -8,8 +8,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::error_codes::partition_error;
@@ -79,6 +82,7 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
     let mut budget = request.max_bytes.max(0) as u64;
     let read_committed = request.isolation_level == 1;
     let mut topics = Vec::with_capacity(request.topics.len());
+    let mut endpoints: Vec<NodeEndpoint> = Vec::new();
     for topic in &request.topics {
         let (name, unknown) =
             super::topic_for_partitions(ctx, version >= 13, &topic.topic, topic.topic_id);
@@ -97,9 +101,23 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
                 .and_then(|t| ctx.replicas.partition(t, p.partition));
             let Some(partition) = partition else {
                 has_error = true;
-                partitions.push(data.with_error_code(unknown.code()));
+                let code = super::not_hosted(ctx, name.as_deref(), p.partition, unknown);
+                let data = with_leader_hint(ctx, name.as_deref(), p.partition, code, data, &mut endpoints, version);
+                partitions.push(data.with_error_code(code.code()));
                 continue;
             };
+            // KIP-320: a consumer that knows a newer or older leader epoch than ours.
+            let epoch = partition.leader_epoch();
+            if p.current_leader_epoch >= 0 && p.current_leader_epoch != epoch {
+                has_error = true;
+                let code = if p.current_leader_epoch < epoch {
+                    ResponseError::FencedLeaderEpoch
+                } else {
+                    ResponseError::UnknownLeaderEpoch
+                };
+                partitions.push(data.with_error_code(code.code()));
+                continue;
+            }
             // Kafka's rule: the first batch of the first partition with data is sent
             // even when it alone exceeds the limits, so a consumer can always progress.
             let min_one_batch = files.is_empty();
@@ -119,8 +137,10 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
                 }
                 Err(e) => {
                     has_error = true;
+                    let code = partition_error(&e);
+                    data = with_leader_hint(ctx, name.as_deref(), p.partition, code, data, &mut endpoints, version);
                     data = data
-                        .with_error_code(partition_error(&e).code())
+                        .with_error_code(code.code())
                         .with_high_watermark(partition.high_watermark())
                         .with_last_stable_offset(partition.high_watermark())
                         .with_log_start_offset(partition.log_start_offset());
@@ -138,9 +158,42 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
     Read {
         response: FetchResponse::default()
             .with_session_id(0)
-            .with_responses(topics),
+            .with_responses(topics)
+            .with_node_endpoints(endpoints),
         files,
         bytes,
         has_error,
     }
+}
+
+/// KIP-951: with NOT_LEADER_OR_FOLLOWER, v16+ answers name the current leader and its
+/// endpoint, so the client moves without a metadata round trip.
+fn with_leader_hint(
+    ctx: &Context,
+    topic: Option<&str>,
+    partition: i32,
+    code: ResponseError,
+    data: PartitionData,
+    endpoints: &mut Vec<NodeEndpoint>,
+    version: i16,
+) -> PartitionData {
+    if version < 16 || code != ResponseError::NotLeaderOrFollower {
+        return data;
+    }
+    let Some((leader, epoch, host, port)) = topic.and_then(|t| super::current_leader(ctx, t, partition)) else {
+        return data;
+    };
+    if !endpoints.iter().any(|e| e.node_id.0 == leader) {
+        endpoints.push(
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(leader))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port),
+        );
+    }
+    data.with_current_leader(
+        LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(leader))
+            .with_leader_epoch(epoch),
+    )
 }

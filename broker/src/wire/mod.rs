@@ -59,3 +59,34 @@ fn topic_for_partitions(
         )
     }
 }
+
+/// Where a partition's leader is, from the metadata image: (leader, leader epoch,
+/// host, port), for the KIP-951 hints in NOT_LEADER_OR_FOLLOWER answers.
+fn current_leader(ctx: &Context, topic: &str, partition: i32) -> Option<(i32, i32, String, i32)> {
+    let image = ctx.replicas.cluster().image();
+    let p = image.partition(topic, partition)?;
+    let b = image.brokers.get(&p.leader).filter(|_| image.is_active(p.leader))?;
+    Some((
+        p.leader,
+        p.leader_epoch,
+        b.endpoints.kafka_host.clone(),
+        b.endpoints.kafka_port as i32,
+    ))
+}
+
+/// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when
+/// the partition exists elsewhere (the client should look up the leader), else
+/// `unknown` as Kafka answers.
+fn not_hosted(
+    ctx: &Context,
+    topic: Option<&str>,
+    partition: i32,
+    unknown: kafka_protocol::ResponseError,
+) -> kafka_protocol::ResponseError {
+    let exists = topic.is_some_and(|t| ctx.replicas.cluster().image().partition(t, partition).is_some());
+    if exists {
+        kafka_protocol::ResponseError::NotLeaderOrFollower
+    } else {
+        unknown
+    }
+}

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -36,11 +38,16 @@ pub async fn handle(
     let acks = request.acks;
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     // Appends may fsync: they run where blocking is allowed.
-    let (mut responses, waiting) = tokio::task::block_in_place(|| append(ctx, request, version));
+    let (mut responses, waiting, endpoints) =
+        tokio::task::block_in_place(|| append(ctx, request, version));
     if !waiting.is_empty() {
         wait_for_isr(&mut responses, waiting, timeout).await;
     }
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    (acks != 0).then(|| {
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints)
+    })
 }
 
 /// Waits until each acks=all append is acknowledged by the ISR, or the timeout.
@@ -95,9 +102,10 @@ fn append(
     ctx: &Context,
     request: ProduceRequest,
     version: i16,
-) -> (Vec<TopicProduceResponse>, Vec<Waiting>) {
+) -> (Vec<TopicProduceResponse>, Vec<Waiting>, Vec<NodeEndpoint>) {
     let acks = request.acks;
     let mut waiting = Vec::new();
+    let mut endpoints: Vec<NodeEndpoint> = Vec::new();
     let responses = {
         request
             .topic_data
@@ -123,7 +131,9 @@ fn append(
                             .as_deref()
                             .and_then(|t| ctx.replicas.partition(t, p.index))
                         else {
-                            return base.with_error_code(unknown.code());
+                            let code = super::not_hosted(ctx, name.as_deref(), p.index, unknown);
+                            return with_leader_hint(ctx, name.as_deref(), p.index, code, base, &mut endpoints, version)
+                                .with_error_code(code.code());
                         };
                         let Some(records) = p.records.filter(|r| !r.is_empty()) else {
                             return base
@@ -151,7 +161,9 @@ fn append(
                             }
                             Err(e) => {
                                 tracing::warn!(topic = %partition.topic, partition = p.index, error = %e, "produce rejected");
-                                base.with_error_code(partition_error(&e).code())
+                                let code = partition_error(&e);
+                                with_leader_hint(ctx, name.as_deref(), p.index, code, base, &mut endpoints, version)
+                                    .with_error_code(code.code())
                                     .with_error_message(Some(StrBytes::from_string(e.to_string())))
                             }
                         }
@@ -165,5 +177,39 @@ fn append(
             .collect::<Vec<_>>()
     };
     ctx.replicas.notify_appended();
-    (responses, waiting)
+    (responses, waiting, endpoints)
+}
+
+/// KIP-951: with NOT_LEADER_OR_FOLLOWER, v10+ answers name the current leader and its
+/// endpoint, so the producer moves without a metadata round trip.
+fn with_leader_hint(
+    ctx: &Context,
+    topic: Option<&str>,
+    partition: i32,
+    code: ResponseError,
+    base: PartitionProduceResponse,
+    endpoints: &mut Vec<NodeEndpoint>,
+    version: i16,
+) -> PartitionProduceResponse {
+    if version < 10 || code != ResponseError::NotLeaderOrFollower {
+        return base;
+    }
+    let Some((leader, epoch, host, port)) =
+        topic.and_then(|t| super::current_leader(ctx, t, partition))
+    else {
+        return base;
+    };
+    if !endpoints.iter().any(|e| e.node_id.0 == leader) {
+        endpoints.push(
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(leader))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port),
+        );
+    }
+    base.with_current_leader(
+        LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(leader))
+            .with_leader_epoch(epoch),
+    )
 }
