@@ -583,7 +583,12 @@ impl Partition {
         end_offset: i64,
         now_ms: i64,
     ) -> Result<i64, PartitionError> {
-        let _state = self.state.lock();
+        let state = self.state.lock();
+        // An answer to a fetch made before this broker became leader: a leader's log
+        // is never cut by one (Kafka drops answers from an epoch no longer current).
+        if state.role != Role::Follower {
+            return Err(self.not_leader());
+        }
         let mut log = self.log.lock();
         let target = if epoch < 0 || end_offset < 0 {
             // The leader holds no epoch as old as ours: keep only what is committed.
@@ -596,9 +601,15 @@ impl Partition {
                 end_offset.min(own_end)
             }
         };
-        if target < log.log_end_offset() {
-            tracing::info!(topic = %self.topic, partition = self.index, from = log.log_end_offset(), to = target, "truncating diverged log");
-            log.truncate_to(target)?;
+        let end = log.log_end_offset();
+        if target < end {
+            tracing::info!(topic = %self.topic, partition = self.index, from = end, to = target, "truncating diverged log");
+        }
+        // Even with nothing to cut: an epoch entry at the log end with no record behind
+        // it (this broker led an epoch and wrote nothing) must go, as Kafka's
+        // `truncateTo` drops it, or the next fetch reports that epoch and diverges again.
+        log.truncate_to(target)?;
+        if target < end {
             self.reload_producers(&log, now_ms);
             let hw = self.high_watermark().min(target);
             self.high_watermark.store(hw, Ordering::Release);
@@ -608,7 +619,11 @@ impl Partition {
 
     /// As follower: this log is below the leader's log start; start empty there.
     pub fn reset_to(&self, offset: i64, now_ms: i64) -> Result<(), PartitionError> {
-        let _state = self.state.lock();
+        let state = self.state.lock();
+        // As in `truncate_diverging`: never on a leader's log.
+        if state.role != Role::Follower {
+            return Err(self.not_leader());
+        }
         let mut log = self.log.lock();
         log.truncate_fully_and_start_at(offset)?;
         if let Err(e) = self.producers.lock().truncate_fully_and_start_at(offset) {

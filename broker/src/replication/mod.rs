@@ -5,3 +5,6 @@ pub mod fetcher;
 pub mod isr;
 pub mod isr_updater;
 pub mod service;
+
+#[cfg(test)]
+mod tests;
