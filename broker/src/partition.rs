@@ -554,6 +554,7 @@ impl Partition {
         &self,
         records: &[u8],
         leader_high_watermark: i64,
+        leader_log_start_offset: i64,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<(), PartitionError> {
@@ -562,6 +563,12 @@ impl Partition {
             return Err(self.not_leader());
         }
         let mut log = self.log.lock();
+        // Records the leader deleted (DeleteRecords, retention) go here too, or they
+        // would come back if this replica led (Kafka's maybeIncrementLogStartOffset).
+        let new_start = leader_log_start_offset.min(log.log_end_offset());
+        if new_start > log.log_start_offset() {
+            log.delete_records_before(new_start)?;
+        }
         if !records.is_empty() {
             let appended = log.append_as_follower(records, now_ms)?;
             let mut producers = self.producers.lock();
@@ -577,16 +584,18 @@ impl Partition {
 
     /// As follower: the leader says this log diverged at `epoch`, which it ends at
     /// `end_offset`. Truncate to where both agree, as Kafka's fetcher does.
+    /// `fetch_epoch` is the leader epoch the fetch was made in: an answer from an
+    /// epoch no longer current is dropped, as Kafka's fetcher drops it.
     pub fn truncate_diverging(
         &self,
+        fetch_epoch: i32,
         epoch: i32,
         end_offset: i64,
         now_ms: i64,
     ) -> Result<i64, PartitionError> {
         let state = self.state.lock();
-        // An answer to a fetch made before this broker became leader: a leader's log
-        // is never cut by one (Kafka drops answers from an epoch no longer current).
-        if state.role != Role::Follower {
+        // Never on a leader's log, nor from an answer of an older epoch.
+        if state.role != Role::Follower || self.leader_epoch() != fetch_epoch {
             return Err(self.not_leader());
         }
         let mut log = self.log.lock();
@@ -618,10 +627,15 @@ impl Partition {
     }
 
     /// As follower: this log is below the leader's log start; start empty there.
-    pub fn reset_to(&self, offset: i64, now_ms: i64) -> Result<(), PartitionError> {
+    pub fn reset_to(
+        &self,
+        fetch_epoch: i32,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
         let state = self.state.lock();
-        // As in `truncate_diverging`: never on a leader's log.
-        if state.role != Role::Follower {
+        // As in `truncate_diverging`: never on a leader's log, nor from an old epoch.
+        if state.role != Role::Follower || self.leader_epoch() != fetch_epoch {
             return Err(self.not_leader());
         }
         let mut log = self.log.lock();

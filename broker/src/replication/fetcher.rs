@@ -224,15 +224,21 @@ fn apply(replicas: &ReplicaManager, sent: &Sent, data: PartitionData) {
     let now = now_ms();
     let result = if data.diverging {
         partition
-            .truncate_diverging(data.diverging_epoch, data.diverging_end_offset, now)
+            .truncate_diverging(*epoch, data.diverging_epoch, data.diverging_end_offset, now)
             .map(|_| ())
     } else if data.error_code == i32::from(kafka_protocol::ResponseError::OffsetOutOfRange.code()) {
-        partition.reset_to(data.log_start_offset, now)
+        partition.reset_to(*epoch, data.log_start_offset, now)
     } else if data.error_code != 0 {
         // Not the leader (yet or any more), or epochs differ: the metadata will catch up.
         Ok(())
     } else {
-        partition.append_as_follower(&data.records, data.high_watermark, *epoch, now)
+        partition.append_as_follower(
+            &data.records,
+            data.high_watermark,
+            data.log_start_offset,
+            *epoch,
+            now,
+        )
     };
     if let Err(e) = result {
         tracing::warn!(topic = %data.topic, partition = data.partition, error = %e, "applying replica fetch failed");

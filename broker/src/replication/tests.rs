@@ -153,9 +153,9 @@ impl Cluster {
             FollowerFetch::Records {
                 records,
                 high_watermark,
-                ..
+                log_start_offset,
             } => {
-                f.append_as_follower(&records, high_watermark, epoch, now)?;
+                f.append_as_follower(&records, high_watermark, log_start_offset, epoch, now)?;
                 Pumped::Records {
                     log_end: f.log_end_offset(),
                     leader_hw: high_watermark,
@@ -165,7 +165,7 @@ impl Cluster {
                 epoch: diverging_epoch,
                 end_offset,
             } => {
-                let truncated_to = f.truncate_diverging(diverging_epoch, end_offset, now)?;
+                let truncated_to = f.truncate_diverging(epoch, diverging_epoch, end_offset, now)?;
                 Pumped::Diverging {
                     epoch: diverging_epoch,
                     end_offset,
@@ -173,7 +173,7 @@ impl Cluster {
                 }
             }
             FollowerFetch::BelowLogStart { log_start_offset } => {
-                f.reset_to(log_start_offset, now)?;
+                f.reset_to(epoch, log_start_offset, now)?;
                 Pumped::BelowLogStart { log_start_offset }
             }
         })
@@ -741,7 +741,7 @@ fn stale_leader_epochs_are_fenced() {
 
     // The stale answer is dropped.
     assert!(matches!(
-        c.p(3).append_as_follower(&records, high_watermark, 0, t),
+        c.p(3).append_as_follower(&records, high_watermark, 0, 0, t),
         Err(PartitionError::NotLeader { .. })
     ));
     assert_eq!(c.p(3).log_end_offset(), 2);
@@ -952,7 +952,6 @@ fn a_follower_below_the_log_start_starts_over_there() {
 /// fetch answers carry it (`maybeIncrementLogStartOffset`), so records deleted with
 /// DeleteRecords stay deleted when the follower becomes leader.
 #[test]
-#[ignore = "bug: followers never take the leader's log start offset (fetcher::apply drops it)"]
 fn deleted_records_stay_deleted_after_a_leader_change() {
     let t = 1_000;
     let mut c = Cluster::new(&[1, 2, 3], &[1, 2, 3], 1, t);
@@ -1014,7 +1013,7 @@ fn a_stale_divergence_answer_does_not_truncate_a_new_leader() {
     let committed = log_bytes(c.p(1));
 
     // The stale answer arrives now, applied as `fetcher::apply` applies it.
-    let applied = c.p(1).truncate_diverging(diverging_epoch, end_offset, t);
+    let applied = c.p(1).truncate_diverging(1, diverging_epoch, end_offset, t);
     assert!(
         matches!(applied, Err(PartitionError::NotLeader { .. })),
         "{applied:?}"
@@ -1058,7 +1057,7 @@ fn a_stale_below_log_start_answer_does_not_reset_a_new_leader() {
     assert_eq!(w.base_offset, 2);
     assert_eq!(c.p(3).high_watermark(), 3);
 
-    let applied = c.p(3).reset_to(log_start_offset, t);
+    let applied = c.p(3).reset_to(c.p(3).leader_epoch(), log_start_offset, t);
     assert!(
         matches!(applied, Err(PartitionError::NotLeader { .. })),
         "{applied:?}"

@@ -102,7 +102,15 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
             let Some(partition) = partition else {
                 has_error = true;
                 let code = super::not_hosted(ctx, name.as_deref(), p.partition, unknown);
-                let data = with_leader_hint(ctx, name.as_deref(), p.partition, code, data, &mut endpoints, version);
+                let data = with_leader_hint(
+                    ctx,
+                    name.as_deref(),
+                    p.partition,
+                    code,
+                    data,
+                    &mut endpoints,
+                    version,
+                );
                 partitions.push(data.with_error_code(code.code()));
                 continue;
             };
@@ -138,7 +146,15 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
                 Err(e) => {
                     has_error = true;
                     let code = partition_error(&e);
-                    data = with_leader_hint(ctx, name.as_deref(), p.partition, code, data, &mut endpoints, version);
+                    data = with_leader_hint(
+                        ctx,
+                        name.as_deref(),
+                        p.partition,
+                        code,
+                        data,
+                        &mut endpoints,
+                        version,
+                    );
                     data = data
                         .with_error_code(code.code())
                         .with_high_watermark(partition.high_watermark())
@@ -180,7 +196,9 @@ fn with_leader_hint(
     if version < 16 || code != ResponseError::NotLeaderOrFollower {
         return data;
     }
-    let Some((leader, epoch, host, port)) = topic.and_then(|t| super::current_leader(ctx, t, partition)) else {
+    let Some((leader, epoch, host, port)) =
+        topic.and_then(|t| super::current_leader(ctx, t, partition))
+    else {
         return data;
     };
     if !endpoints.iter().any(|e| e.node_id.0 == leader) {

@@ -65,7 +65,10 @@ fn topic_for_partitions(
 fn current_leader(ctx: &Context, topic: &str, partition: i32) -> Option<(i32, i32, String, i32)> {
     let image = ctx.replicas.cluster().image();
     let p = image.partition(topic, partition)?;
-    let b = image.brokers.get(&p.leader).filter(|_| image.is_active(p.leader))?;
+    let b = image
+        .brokers
+        .get(&p.leader)
+        .filter(|_| image.is_active(p.leader))?;
     Some((
         p.leader,
         p.leader_epoch,
@@ -83,7 +86,13 @@ fn not_hosted(
     partition: i32,
     unknown: kafka_protocol::ResponseError,
 ) -> kafka_protocol::ResponseError {
-    let exists = topic.is_some_and(|t| ctx.replicas.cluster().image().partition(t, partition).is_some());
+    let exists = topic.is_some_and(|t| {
+        ctx.replicas
+            .cluster()
+            .image()
+            .partition(t, partition)
+            .is_some()
+    });
     if exists {
         kafka_protocol::ResponseError::NotLeaderOrFollower
     } else {
