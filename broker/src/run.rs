@@ -93,7 +93,11 @@ pub async fn run(
         ReplicaManager::open(config.clone(), node.clone())
             .map_err(|source| StartError::Logs { dir, source })?,
     );
-    let controller = Arc::new(Controller::new(node.clone(), config.cluster.clone()));
+    let controller = Arc::new(Controller::new(
+        node.clone(),
+        config.cluster.clone(),
+        config.log_defaults.unclean_leader_election_enable,
+    ));
     let internal = match config.cluster.internal_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)

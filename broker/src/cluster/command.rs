@@ -41,9 +41,13 @@ pub enum ElectionType {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Sets the cluster id once, when the quorum first forms.
+    /// Sets the cluster id, and cluster-wide defaults from the first active
+    /// controller's config, once, when the quorum first forms.
     InitCluster {
         cluster_id: String,
+        /// `unclean.leader.election.enable` for topics that do not set it.
+        #[serde(default)]
+        unclean_leader_election_enable: bool,
     },
     /// A broker process starting (or restarting). It gets a new broker epoch and stays
     /// fenced until it has caught up with the metadata log.

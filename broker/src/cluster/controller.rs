@@ -29,14 +29,21 @@ struct Heartbeat {
 pub struct Controller {
     node: Arc<ClusterNode>,
     config: ClusterConfig,
+    /// The broker default for topics without their own setting.
+    unclean_leader_election_enable: bool,
     heartbeats: Mutex<HashMap<i32, Heartbeat>>,
 }
 
 impl Controller {
-    pub fn new(node: Arc<ClusterNode>, config: ClusterConfig) -> Self {
+    pub fn new(
+        node: Arc<ClusterNode>,
+        config: ClusterConfig,
+        unclean_leader_election_enable: bool,
+    ) -> Self {
         Controller {
             node,
             config,
+            unclean_leader_election_enable,
             heartbeats: Mutex::new(HashMap::new()),
         }
     }
@@ -97,6 +104,7 @@ impl Controller {
         if image.cluster_id.is_none() {
             out.push(Command::InitCluster {
                 cluster_id: crate::metadata::new_cluster_id(),
+                unclean_leader_election_enable: self.unclean_leader_election_enable,
             });
         }
         for b in image.brokers.values() {

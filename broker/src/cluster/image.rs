@@ -59,6 +59,9 @@ pub struct MetadataImage {
     /// would also do; a counter keeps it independent of log compaction.
     pub next_broker_epoch: i64,
     pub next_producer_id: i64,
+    /// The cluster's `unclean.leader.election.enable` default (set with the id).
+    #[serde(default)]
+    pub unclean_leader_election_enable: bool,
     /// Raft log index of the last command applied.
     pub applied_index: u64,
 }
@@ -118,10 +121,11 @@ impl PartitionState {
 }
 
 impl TopicImage {
-    pub fn unclean_election_allowed(&self) -> bool {
+    /// The topic's `unclean.leader.election.enable`, else the cluster default.
+    pub fn unclean_election_allowed(&self, cluster_default: bool) -> bool {
         self.configs
             .get("unclean.leader.election.enable")
-            .is_some_and(|v| v == "true")
+            .map_or(cluster_default, |v| v == "true")
     }
 }
 
@@ -153,9 +157,13 @@ impl MetadataImage {
     pub fn apply(&mut self, index: u64, command: &Command) -> CommandResult {
         self.applied_index = index;
         match command {
-            Command::InitCluster { cluster_id } => {
+            Command::InitCluster {
+                cluster_id,
+                unclean_leader_election_enable,
+            } => {
                 if self.cluster_id.is_none() {
                     self.cluster_id = Some(cluster_id.clone());
+                    self.unclean_leader_election_enable = *unclean_leader_election_enable;
                 }
                 CommandResult::Ok
             }
@@ -395,8 +403,9 @@ impl MetadataImage {
     /// leave and every partition it led gets a new leader from the ISR.
     fn remove_from_leadership(&mut self, broker_id: i32) {
         let active: Vec<i32> = self.active_brokers().map(|b| b.broker_id).collect();
+        let unclean_default = self.unclean_leader_election_enable;
         for topic in self.topics.values_mut() {
-            let unclean = topic.unclean_election_allowed();
+            let unclean = topic.unclean_election_allowed(unclean_default);
             for p in &mut topic.partitions {
                 if !p.replicas.contains(&broker_id) {
                     continue;
@@ -428,8 +437,9 @@ impl MetadataImage {
     /// Gives a leader to every partition without one that can have one now.
     fn elect_where_leaderless(&mut self) {
         let active: Vec<i32> = self.active_brokers().map(|b| b.broker_id).collect();
+        let unclean_default = self.unclean_leader_election_enable;
         for topic in self.topics.values_mut() {
-            let unclean = topic.unclean_election_allowed();
+            let unclean = topic.unclean_election_allowed(unclean_default);
             for p in &mut topic.partitions {
                 if p.leader != -1 && active.contains(&p.leader) {
                     continue;
@@ -453,10 +463,11 @@ impl MetadataImage {
         election: &ElectionType,
     ) -> (i16, Option<String>) {
         let active: Vec<i32> = self.active_brokers().map(|b| b.broker_id).collect();
+        let unclean_default = self.unclean_leader_election_enable;
         let Some(t) = self.topics.get_mut(topic) else {
             return (codes::UNKNOWN_TOPIC_OR_PARTITION, None);
         };
-        let unclean = t.unclean_election_allowed();
+        let unclean = t.unclean_election_allowed(unclean_default);
         let Some(p) = usize::try_from(partition)
             .ok()
             .and_then(|i| t.partitions.get_mut(i))
@@ -919,6 +930,58 @@ mod tests {
         );
         let p = p0(&image);
         assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+    }
+
+    #[test]
+    fn the_cluster_default_allows_unclean_election_unless_the_topic_says_no() {
+        let mut image = cluster(2, vec![vec![1, 2]]);
+        image.unclean_leader_election_enable = true;
+        let (e1, e2) = (epoch(&image, 1), epoch(&image, 2));
+        image.apply(
+            10,
+            &Command::FenceBroker {
+                broker_id: 2,
+                broker_epoch: e2,
+            },
+        );
+        image.apply(
+            11,
+            &Command::FenceBroker {
+                broker_id: 1,
+                broker_epoch: e1,
+            },
+        );
+        let r = image.apply(
+            12,
+            &Command::RegisterBroker {
+                broker_id: 2,
+                incarnation_id: Uuid::new_v4(),
+                endpoints: endpoints(2),
+                rack: None,
+            },
+        );
+        let CommandResult::BrokerRegistered { broker_epoch } = r else {
+            panic!()
+        };
+        image.apply(
+            13,
+            &Command::UnfenceBroker {
+                broker_id: 2,
+                broker_epoch,
+            },
+        );
+        assert_eq!((p0(&image).leader, p0(&image).isr.clone()), (2, vec![2]));
+        let t = &image.topics["t"];
+        let no = BTreeMap::from([(
+            "unclean.leader.election.enable".to_string(),
+            "false".to_string(),
+        )]);
+        assert!(t.unclean_election_allowed(true));
+        assert!(!TopicImage {
+            configs: no,
+            ..t.clone()
+        }
+        .unclean_election_allowed(true));
     }
 
     #[test]

@@ -70,6 +70,7 @@ impl SingleNode {
             };
             node.propose_committed(unfence).await.expect("unfence");
             let init = Command::InitCluster {
+                unclean_leader_election_enable: false,
                 cluster_id: crate::metadata::new_cluster_id(),
             };
             node.propose_committed(init).await.expect("init");

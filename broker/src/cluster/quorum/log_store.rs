@@ -417,6 +417,7 @@ mod tests {
             log_id: log_id(term, index),
             payload: EntryPayload::Normal(Command::InitCluster {
                 cluster_id: format!("c{index}"),
+                unclean_leader_election_enable: false,
             }),
         }
     }

@@ -158,6 +158,7 @@ async fn agreed_leader(nodes: &[&TestNode]) -> i32 {
 fn command(n: u64) -> Command {
     Command::InitCluster {
         cluster_id: format!("cluster-{n}"),
+        unclean_leader_election_enable: false,
     }
 }
 
