@@ -19,6 +19,15 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub log_size: IntGaugeVec,
+    /// Per partition: high watermark and log end (lag = end - high watermark).
+    pub high_watermark: IntGaugeVec,
+    pub log_end_offset: IntGaugeVec,
+    /// Partitions led here, and those of them whose ISR is smaller than their replica
+    /// set (Kafka's LeaderCount and UnderReplicatedPartitions).
+    pub leader_partitions: prometheus::IntGauge,
+    pub under_replicated_partitions: prometheus::IntGauge,
+    /// 1 on the node that is the active controller.
+    pub active_controller: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -76,8 +85,45 @@ impl Metrics {
         registry
             .register(Box::new(log_size.clone()))
             .expect("unique metric");
+        let partition_gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["topic", "partition"])
+                .expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let high_watermark = partition_gauge(
+            "rill_partition_high_watermark",
+            "Offset below which records are committed (what consumers can read)",
+        );
+        let log_end_offset = partition_gauge(
+            "rill_partition_log_end_offset",
+            "Offset the next record gets",
+        );
+        let gauge = |name: &str, help: &str| {
+            let g = prometheus::IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let leader_partitions = gauge("rill_leader_partitions", "Partitions led by this broker");
+        let under_replicated_partitions = gauge(
+            "rill_under_replicated_partitions",
+            "Partitions led here whose ISR is smaller than their replica set",
+        );
+        let active_controller = gauge(
+            "rill_active_controller",
+            "1 when this node is the active controller",
+        );
         Metrics {
             registry,
+            high_watermark,
+            log_end_offset,
+            leader_partitions,
+            under_replicated_partitions,
+            active_controller,
             bytes_in,
             bytes_out,
             records_in,
@@ -91,11 +137,31 @@ impl Metrics {
     /// The text exposition, with log sizes read fresh from the partitions.
     pub fn render(&self, replicas: &ReplicaManager) -> String {
         self.log_size.reset();
+        self.high_watermark.reset();
+        self.log_end_offset.reset();
+        let (mut leading, mut under_replicated) = (0, 0);
         for p in replicas.all_partitions() {
+            let labels = [p.topic.as_str(), &p.index.to_string()];
             self.log_size
-                .with_label_values(&[p.topic.as_str(), &p.index.to_string()])
+                .with_label_values(&labels)
                 .set(p.size_bytes() as i64);
+            self.high_watermark
+                .with_label_values(&labels)
+                .set(p.high_watermark());
+            self.log_end_offset
+                .with_label_values(&labels)
+                .set(p.log_end_offset());
+            if p.role() == crate::partition::Role::Leader {
+                leading += 1;
+                if p.isr_size() < p.replica_count() {
+                    under_replicated += 1;
+                }
+            }
         }
+        self.leader_partitions.set(leading);
+        self.under_replicated_partitions.set(under_replicated);
+        self.active_controller
+            .set(i64::from(replicas.cluster().quorum().is_leader()));
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

@@ -224,6 +224,11 @@ impl Partition {
         self.state.lock().isr.clone()
     }
 
+    /// The number of assigned replicas (during a reassignment, old and new).
+    pub fn replica_count(&self) -> i32 {
+        self.state.lock().replicas.len() as i32
+    }
+
     /// The in-sync replica set's size as the controller committed it.
     pub fn isr_size(&self) -> i32 {
         self.state.lock().isr.len() as i32

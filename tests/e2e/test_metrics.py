@@ -82,6 +82,12 @@ def test_metrics_count_produce_and_fetch(broker, topic):
     assert inf and inf[0] > 0
     assert total(samples, "rill_request_duration_seconds_count", api="Fetch") == inf[0]
     assert total(samples, "rill_partition_log_size_bytes", topic=topic, partition=0) > 0
+    # One node: every record committed, every partition led here and fully in sync.
+    assert total(samples, "rill_partition_high_watermark", topic=topic, partition=0) == n
+    assert total(samples, "rill_partition_log_end_offset", topic=topic, partition=0) == n
+    assert total(samples, "rill_leader_partitions") >= 1
+    assert total(samples, "rill_under_replicated_partitions") == 0
+    assert total(samples, "rill_active_controller") == 1
 
     # Counters only go up: produce more and scrape again.
     assert w.produce(broker.port, topic, 0, w.record_batch([(None, b"more")], int(time.time() * 1000)))[0] == 0
