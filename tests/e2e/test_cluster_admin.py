@@ -21,9 +21,6 @@ Raw requests go to one chosen node (the encoders below: Metadata v7, DescribeClu
 OffsetForLeaderEpoch v3, FindCoordinator v1, OffsetFetch v3, ElectLeaders v1,
 Alter/ListPartitionReassignments v0, and kafka_wire's Produce v7).
 
-Against Rill, one test is expected to fail (strict xfail, so a fix shows up as XPASS):
-test_successful_answers_carry_null_error_messages (Rill answers "" where Kafka answers null).
-
     RILL_E2E_TARGET=kafka $RILL_CACHE/venv/bin/python -m pytest tests/e2e/test_cluster_admin.py -v
 """
 
@@ -429,11 +426,6 @@ def c5(cluster5, request):
     yield from _healthy(cluster5, request)
 
 
-def rill_xfail(reason: str):
-    """Expected to fail against Rill only (a broker bug to fix); strict, so a fix shows."""
-    return pytest.mark.xfail(RILL, reason=reason, strict=True)
-
-
 def wait_in_isr(c: Cluster, topic: str, partition: int, want: list[int], timeout: float = REJOIN_S) -> None:
     c.wait_for(lambda: c.isr_of(topic, partition) == sorted(want), timeout,
                f"{topic}-{partition}: ISR {sorted(want)}")
@@ -676,9 +668,6 @@ class TestThreeNodes:
         assert list_reassignments(c, 1)["reassignments"] == {}
         assert c.replicas_of(topic, 0) == [2, 1]
 
-    @rill_xfail("Rill answers error_message \"\" instead of null when there is no error: top level of "
-                "ListPartitionReassignments and AlterPartitionReassignments, and each accepted partition "
-                "of AlterPartitionReassignments (Kafka: null, the schema's 'null if there was no error')")
     def test_successful_answers_carry_null_error_messages(self, c3):
         """Where there is no error, Kafka leaves the nullable error messages null:
         DescribeCluster, ListPartitionReassignments, AlterPartitionReassignments (top

@@ -98,6 +98,8 @@ pub struct GroupCoordinator {
     /// `offsets.topic.num.partitions`
     num_partitions: i32,
     groups: Mutex<HashMap<String, Group>>,
+    /// `__consumer_offsets` partitions led here whose groups are loaded.
+    loaded: Mutex<std::collections::HashSet<i32>>,
 }
 
 impl GroupCoordinator {
@@ -107,6 +109,7 @@ impl GroupCoordinator {
             config,
             num_partitions,
             groups: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -161,6 +164,11 @@ impl GroupCoordinator {
             .partition(OFFSETS_TOPIC, self.partition_for(group_id))
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
         match partition.role() {
+            // Led here, but its groups are still being read from the log: answering
+            // from empty state would hand consumers "no committed offset".
+            Role::Leader if !self.loaded.lock().contains(&partition.index) => {
+                Err(ResponseError::CoordinatorLoadInProgress)
+            }
             Role::Leader => Ok(partition),
             Role::Follower => Err(ResponseError::NotCoordinator),
         }
@@ -183,10 +191,14 @@ impl GroupCoordinator {
     /// partitions led here now, drop those of partitions led elsewhere.
     pub fn on_transitions(&self, transitions: &[Transition]) {
         for t in transitions.iter().filter(|t| t.topic == OFFSETS_TOPIC) {
+            self.loaded.lock().remove(&t.partition);
             self.unload_partition(t.partition);
             if t.leader {
                 match self.load_partition(t.partition) {
-                    Ok(n) => tracing::info!(partition = t.partition, records = n, "loaded groups"),
+                    Ok(n) => {
+                        self.loaded.lock().insert(t.partition);
+                        tracing::info!(partition = t.partition, records = n, "loaded groups")
+                    }
                     Err(e) => {
                         tracing::error!(partition = t.partition, error = %e, "cannot load groups")
                     }
@@ -823,6 +835,12 @@ mod tests {
                 leader: true,
             })
             .collect();
+        // Led here but not loaded yet: clients are told to wait.
+        assert_eq!(
+            c.fetch_offsets("g", None).err(),
+            Some(ResponseError::CoordinatorLoadInProgress)
+        );
+        c.on_transitions(&loaded);
         commit(&c, "g", "t", 0, 5);
         commit(&c, "g", "t", 1, 7);
         commit(&c, "g", "t", 0, 6);

@@ -123,7 +123,8 @@ pub fn alter_reassignments(
                         target,
                     };
                     let base = ReassignablePartitionResponse::default()
-                        .with_partition_index(p.partition_index);
+                        .with_partition_index(p.partition_index)
+                        .with_error_message(None);
                     match cluster.propose_blocking(command) {
                         Ok(_) => base,
                         Err(e) => base
@@ -138,6 +139,7 @@ pub fn alter_reassignments(
         })
         .collect();
     AlterPartitionReassignmentsResponse::default()
+        .with_error_message(None)
         .with_allow_replication_factor_change(request.allow_replication_factor_change)
         .with_responses(responses)
 }
@@ -180,7 +182,9 @@ pub fn list_reassignments(
             })
         })
         .collect();
-    ListPartitionReassignmentsResponse::default().with_topics(topics)
+    ListPartitionReassignmentsResponse::default()
+        .with_error_message(None)
+        .with_topics(topics)
 }
 
 /// OffsetForLeaderEpoch: where an epoch ended in this leader's log, so a client (or a
