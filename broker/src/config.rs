@@ -173,14 +173,7 @@ impl BrokerConfig {
                 "needs broker, controller or both",
             ));
         }
-        if !c.broker {
-            // A controller-only node still runs the quorum; it serves no partitions.
-            return Err(invalid(
-                "process.roles",
-                "controller".into(),
-                "controller-only nodes are not supported yet: use broker,controller",
-            ));
-        }
+
         let single_dev_voter = c.voters.len() == 1 && c.voters.values().all(String::is_empty);
         if single_dev_voter {
             // `dev` and a lone `run` node: the quorum is this node alone.
@@ -202,15 +195,6 @@ impl BrokerConfig {
                 ),
             ));
         }
-        if !c.controller {
-            // It would need to follow the metadata log as a Raft learner, which the
-            // quorum does not offer yet.
-            return Err(invalid(
-                "process.roles",
-                "broker".into(),
-                "broker-only nodes are not supported yet: every node is broker,controller",
-            ));
-        }
         if !c.controller && c.voters.contains_key(&self.node_id) {
             return Err(invalid(
                 "process.roles",
@@ -221,7 +205,7 @@ impl BrokerConfig {
                 ),
             ));
         }
-        if c.voters.len() > 1 && c.internal_listen.is_none() {
+        if (c.voters.len() > 1 || !c.controller) && c.internal_listen.is_none() {
             return Err(invalid(
                 "listeners",
                 String::new(),
@@ -780,6 +764,15 @@ mod tests {
         bad.node_id = 4;
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("not a voter"), "{err}");
+        // A broker-only node is no voter; a voter must have the controller role.
+        let mut broker_only = c.clone();
+        broker_only.node_id = 4;
+        broker_only.set("process.roles", "broker").unwrap();
+        broker_only.validate().unwrap();
+        let mut voter_without_role = c.clone();
+        voter_without_role.set("process.roles", "broker").unwrap();
+        let err = voter_without_role.validate().unwrap_err().to_string();
+        assert!(err.contains("must have the controller role"), "{err}");
         let mut c2 = c.clone();
         assert!(c2.set("controller.quorum.voters", "1@h:1,1@h:2").is_err());
         assert!(c2.set("controller.quorum.voters", "x@h:1").is_err());

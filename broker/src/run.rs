@@ -123,6 +123,21 @@ pub async fn run(
     if config.cluster.controller {
         tokio::spawn(controller.clone().run(shutdown_rx.clone()));
     }
+    if !config.cluster.broker {
+        // A controller-only node: the quorum, the controller's duties and the internal
+        // listener, no partitions and no Kafka listener.
+        tracing::info!(node = config.node_id, "controller-only node started");
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = shutdown_tx.send(true);
+        quorum.shutdown().await;
+        if let Some(internal) = internal {
+            let _ = tokio::time::timeout(Duration::from_secs(2), internal).await;
+        }
+        return Ok(());
+    }
     let registered = tokio::select! {
         r = lifecycle::register(&node, &config, &shutdown_rx) => r?,
         _ = sigterm.recv() => return Err(LifecycleError::Stopped.into()),

@@ -69,6 +69,7 @@ impl Controller {
             for command in self.liveness_decisions(since, Instant::now()) {
                 self.propose(command).await;
             }
+            self.add_learners().await;
             let rebalance_every =
                 Duration::from_millis(self.config.leader_imbalance_check_interval_ms as u64);
             if self.config.auto_leader_rebalance_enable
@@ -78,6 +79,27 @@ impl Controller {
                 if let Some(command) = self.preferred_elections() {
                     self.propose(command).await;
                 }
+            }
+        }
+    }
+
+    /// Registered brokers that are not quorum members (broker-only nodes) join as
+    /// learners: they then receive the metadata log like every voter.
+    async fn add_learners(&self) {
+        let quorum = self.node.quorum();
+        let members = quorum.members();
+        let missing: Vec<(i32, String)> = self
+            .node
+            .image()
+            .brokers
+            .values()
+            .filter(|b| !members.contains(&b.broker_id) && !b.endpoints.internal.is_empty())
+            .map(|b| (b.broker_id, b.endpoints.internal.clone()))
+            .collect();
+        for (id, addr) in missing {
+            tracing::info!(broker = id, %addr, "adding a broker-only node as a learner");
+            if let Err(e) = quorum.add_learner(id, addr).await {
+                tracing::warn!(broker = id, error = %e, "cannot add the learner");
             }
         }
     }

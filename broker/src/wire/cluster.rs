@@ -16,7 +16,7 @@ pub fn describe(
     version: i16,
 ) -> DescribeClusterResponse {
     let cluster = ctx.replicas.cluster();
-    let controller = cluster.quorum().leader_id().unwrap_or(-1);
+    let controller = super::client_controller_id(ctx);
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(StrBytes::from_string(ctx.replicas.cluster_id()))

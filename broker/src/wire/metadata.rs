@@ -64,7 +64,7 @@ pub fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> Metadata
                 )
         })
         .collect();
-    let controller = ctx.replicas.cluster().quorum().leader_id().unwrap_or(-1);
+    let controller = super::client_controller_id(ctx);
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(image.cluster_id.clone().map(StrBytes::from_string))

@@ -99,3 +99,15 @@ fn not_hosted(
         unknown
     }
 }
+
+/// The controller id clients are told: admin clients send CreateTopics and the like
+/// there, so it must be a broker they can reach. That is the active controller when it
+/// is also a broker, else this broker (which forwards to the quorum), as Kafka's KRaft
+/// brokers name a broker too.
+fn client_controller_id(ctx: &Context) -> i32 {
+    let cluster = ctx.replicas.cluster();
+    match cluster.quorum().leader_id() {
+        Some(leader) if cluster.image().is_active(leader) => leader,
+        _ => ctx.replicas.config().node_id,
+    }
+}

@@ -329,6 +329,30 @@ impl Quorum {
         leader.and_then(|id| i32::try_from(id).ok())
     }
 
+    /// Adds a node (a broker-only node) as a learner: it receives the metadata log
+    /// and follows the image without voting. Only the leader can; elsewhere an error.
+    pub async fn add_learner(&self, id: i32, addr: String) -> Result<(), QuorumError> {
+        let id = node_id(id)?;
+        self.inner
+            .raft
+            .add_learner(id, BasicNode::new(addr), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| QuorumError::Raft(format!("add learner {id}: {e}")))
+    }
+
+    /// The ids of every member, voters and learners.
+    pub fn members(&self) -> BTreeSet<i32> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(id, _)| i32::try_from(*id).ok())
+            .collect()
+    }
+
     pub fn is_leader(&self) -> bool {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
@@ -362,6 +386,11 @@ impl Quorum {
         let mut backoff = RETRY_MIN;
         let mut hint: Option<NodeId> = None;
         let mut saw_leader = false;
+        // A learner knows no leader until the leader adds it, which it asks for with
+        // the very proposal it makes (its registration): it asks the voters in turn.
+        let voters: Vec<NodeId> = self.inner.addresses.keys().copied().collect();
+        let learner = !voters.contains(&self.inner.node_id);
+        let mut next_voter = 0usize;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -376,7 +405,12 @@ impl Quorum {
                 None => match self.propose_local(command.clone(), remaining).await {
                     Ok(proposed) => return Ok(proposed),
                     Err(LocalProposeError::NotLeader(leader)) => {
-                        leader.filter(|&id| id != self.inner.node_id)
+                        leader.filter(|&id| id != self.inner.node_id).or_else(|| {
+                            learner.then(|| {
+                                next_voter += 1;
+                                voters[next_voter % voters.len()]
+                            })
+                        })
                     }
                     Err(LocalProposeError::Timeout) => {
                         return Err(QuorumError::Timeout(PROPOSE_DEADLINE))
