@@ -182,8 +182,8 @@ fn read_all(ctx: &Context, request: &FetchRequest, version: i16) -> Read {
     }
 }
 
-/// KIP-951: with NOT_LEADER_OR_FOLLOWER, v16+ answers name the current leader and its
-/// endpoint, so the client moves without a metadata round trip.
+/// KIP-951 (v16+): a NOT_LEADER_OR_FOLLOWER answer names the current leader, and
+/// the response its endpoint, so the client moves without a metadata round trip.
 fn with_leader_hint(
     ctx: &Context,
     topic: Option<&str>,
@@ -193,18 +193,17 @@ fn with_leader_hint(
     endpoints: &mut Vec<NodeEndpoint>,
     version: i16,
 ) -> PartitionData {
-    if version < 16 || code != ResponseError::NotLeaderOrFollower {
-        return data;
-    }
-    let Some((leader, epoch, host, port)) =
-        topic.and_then(|t| super::current_leader(ctx, t, partition))
-    else {
+    let mut named: Vec<i32> = endpoints.iter().map(|e| e.node_id.0).collect();
+    let hint = (version >= 16)
+        .then(|| super::leader_hint(ctx, topic, partition, code, &mut named))
+        .flatten();
+    let Some(((leader, epoch), endpoint)) = hint else {
         return data;
     };
-    if !endpoints.iter().any(|e| e.node_id.0 == leader) {
+    if let Some((id, host, port)) = endpoint {
         endpoints.push(
             NodeEndpoint::default()
-                .with_node_id(BrokerId(leader))
+                .with_node_id(BrokerId(id))
                 .with_host(StrBytes::from_string(host))
                 .with_port(port),
         );

@@ -60,21 +60,34 @@ fn topic_for_partitions(
     }
 }
 
-/// Where a partition's leader is, from the metadata image: (leader, leader epoch,
-/// host, port), for the KIP-951 hints in NOT_LEADER_OR_FOLLOWER answers.
-fn current_leader(ctx: &Context, topic: &str, partition: i32) -> Option<(i32, i32, String, i32)> {
+/// KIP-951: a NOT_LEADER_OR_FOLLOWER answer names the partition's current leader
+/// (id, epoch), and the response lists that broker's endpoint once. Returns the leader
+/// and epoch, and the endpoint (id, host, port) when `named` did not list it yet.
+fn leader_hint(
+    ctx: &Context,
+    topic: Option<&str>,
+    partition: i32,
+    code: kafka_protocol::ResponseError,
+    named: &mut Vec<i32>,
+) -> Option<((i32, i32), Option<(i32, String, i32)>)> {
+    if code != kafka_protocol::ResponseError::NotLeaderOrFollower {
+        return None;
+    }
     let image = ctx.replicas.cluster().image();
-    let p = image.partition(topic, partition)?;
+    let p = image.partition(topic?, partition)?;
     let b = image
         .brokers
         .get(&p.leader)
         .filter(|_| image.is_active(p.leader))?;
-    Some((
-        p.leader,
-        p.leader_epoch,
-        b.endpoints.kafka_host.clone(),
-        b.endpoints.kafka_port as i32,
-    ))
+    let endpoint = (!named.contains(&p.leader)).then(|| {
+        named.push(p.leader);
+        (
+            p.leader,
+            b.endpoints.kafka_host.clone(),
+            b.endpoints.kafka_port as i32,
+        )
+    });
+    Some(((p.leader, p.leader_epoch), endpoint))
 }
 
 /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when
