@@ -197,7 +197,12 @@ fn with_leader_hint(
     let hint = (version >= 16)
         .then(|| super::leader_hint(ctx, topic, partition, code, &mut named))
         .flatten();
-    let Some(((leader, epoch), endpoint)) = hint else {
+    let Some(super::LeaderHint {
+        leader,
+        epoch,
+        endpoint,
+    }) = hint
+    else {
         return data;
     };
     if let Some((id, host, port)) = endpoint {

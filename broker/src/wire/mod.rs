@@ -60,16 +60,23 @@ fn topic_for_partitions(
     }
 }
 
-/// KIP-951: a NOT_LEADER_OR_FOLLOWER answer names the partition's current leader
-/// (id, epoch), and the response lists that broker's endpoint once. Returns the leader
-/// and epoch, and the endpoint (id, host, port) when `named` did not list it yet.
+/// A partition's current leader for a NOT_LEADER_OR_FOLLOWER answer (KIP-951).
+struct LeaderHint {
+    leader: i32,
+    epoch: i32,
+    /// The leader's (id, host, port), when the response does not list it yet.
+    endpoint: Option<(i32, String, i32)>,
+}
+
+/// KIP-951: a NOT_LEADER_OR_FOLLOWER answer names the partition's current leader, and
+/// the response lists that broker's endpoint once (`named` holds those listed).
 fn leader_hint(
     ctx: &Context,
     topic: Option<&str>,
     partition: i32,
     code: kafka_protocol::ResponseError,
     named: &mut Vec<i32>,
-) -> Option<((i32, i32), Option<(i32, String, i32)>)> {
+) -> Option<LeaderHint> {
     if code != kafka_protocol::ResponseError::NotLeaderOrFollower {
         return None;
     }
@@ -87,7 +94,11 @@ fn leader_hint(
             b.endpoints.kafka_port as i32,
         )
     });
-    Some(((p.leader, p.leader_epoch), endpoint))
+    Some(LeaderHint {
+        leader: p.leader,
+        epoch: p.leader_epoch,
+        endpoint,
+    })
 }
 
 /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when

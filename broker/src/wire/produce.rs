@@ -195,7 +195,12 @@ fn with_leader_hint(
     let hint = (version >= 10)
         .then(|| super::leader_hint(ctx, topic, partition, code, &mut named))
         .flatten();
-    let Some(((leader, epoch), endpoint)) = hint else {
+    let Some(super::LeaderHint {
+        leader,
+        epoch,
+        endpoint,
+    }) = hint
+    else {
         return base;
     };
     if let Some((id, host, port)) = endpoint {
