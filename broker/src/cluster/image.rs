@@ -733,6 +733,27 @@ mod tests {
         image
     }
 
+    /// A new incarnation of broker `id` registers (at `index`) and is unfenced (at
+    /// `index + 1`), as after a restart; returns its broker epoch.
+    fn rejoin(image: &mut MetadataImage, index: u64, id: i32) -> i64 {
+        let register = Command::RegisterBroker {
+            broker_id: id,
+            incarnation_id: Uuid::new_v4(),
+            endpoints: endpoints(id),
+            rack: None,
+        };
+        let r = image.apply(index, &register);
+        let CommandResult::BrokerRegistered { broker_epoch } = r else {
+            panic!("{r:?}")
+        };
+        let unfence = Command::UnfenceBroker {
+            broker_id: id,
+            broker_epoch,
+        };
+        assert_eq!(image.apply(index + 1, &unfence), CommandResult::Ok);
+        broker_epoch
+    }
+
     fn epoch(image: &MetadataImage, id: i32) -> i64 {
         image.brokers[&id].broker_epoch
     }
@@ -797,46 +818,10 @@ mod tests {
             matches!(live, CommandResult::BrokerRegistered { .. }),
             "{live:?}"
         );
-        let r = image.apply(
-            12,
-            &Command::RegisterBroker {
-                broker_id: 2,
-                incarnation_id: Uuid::new_v4(),
-                endpoints: endpoints(2),
-                rack: None,
-            },
-        );
-        let CommandResult::BrokerRegistered { broker_epoch } = r else {
-            panic!()
-        };
-        image.apply(
-            13,
-            &Command::UnfenceBroker {
-                broker_id: 2,
-                broker_epoch,
-            },
-        );
+        rejoin(&mut image, 12, 2);
         assert_eq!(p0(&image).leader, -1);
         // Broker 1, the last in-sync replica, comes back and leads.
-        let r = image.apply(
-            14,
-            &Command::RegisterBroker {
-                broker_id: 1,
-                incarnation_id: Uuid::new_v4(),
-                endpoints: endpoints(1),
-                rack: None,
-            },
-        );
-        let CommandResult::BrokerRegistered { broker_epoch } = r else {
-            panic!()
-        };
-        image.apply(
-            15,
-            &Command::UnfenceBroker {
-                broker_id: 1,
-                broker_epoch,
-            },
-        );
+        rejoin(&mut image, 14, 1);
         let p = p0(&image);
         assert_eq!((p.leader, p.isr.clone()), (1, vec![1]));
         assert!(p.leader_epoch > 1);
@@ -897,25 +882,7 @@ mod tests {
                 broker_epoch: e1,
             },
         );
-        let r = image.apply(
-            12,
-            &Command::RegisterBroker {
-                broker_id: 2,
-                incarnation_id: Uuid::new_v4(),
-                endpoints: endpoints(2),
-                rack: None,
-            },
-        );
-        let CommandResult::BrokerRegistered { broker_epoch } = r else {
-            panic!()
-        };
-        image.apply(
-            13,
-            &Command::UnfenceBroker {
-                broker_id: 2,
-                broker_epoch,
-            },
-        );
+        rejoin(&mut image, 12, 2);
         assert_eq!(p0(&image).leader, -1);
         let configs = [(
             "unclean.leader.election.enable".to_string(),
@@ -951,25 +918,7 @@ mod tests {
                 broker_epoch: e1,
             },
         );
-        let r = image.apply(
-            12,
-            &Command::RegisterBroker {
-                broker_id: 2,
-                incarnation_id: Uuid::new_v4(),
-                endpoints: endpoints(2),
-                rack: None,
-            },
-        );
-        let CommandResult::BrokerRegistered { broker_epoch } = r else {
-            panic!()
-        };
-        image.apply(
-            13,
-            &Command::UnfenceBroker {
-                broker_id: 2,
-                broker_epoch,
-            },
-        );
+        rejoin(&mut image, 12, 2);
         assert_eq!((p0(&image).leader, p0(&image).isr.clone()), (2, vec![2]));
         let t = &image.topics["t"];
         let no = BTreeMap::from([(
@@ -1103,25 +1052,7 @@ mod tests {
         };
         assert_eq!(results[0].2, codes::PREFERRED_LEADER_NOT_AVAILABLE);
         assert_eq!(results[1].2, codes::UNKNOWN_TOPIC_OR_PARTITION);
-        let r = image.apply(
-            12,
-            &Command::RegisterBroker {
-                broker_id: 1,
-                incarnation_id: Uuid::new_v4(),
-                endpoints: endpoints(1),
-                rack: None,
-            },
-        );
-        let CommandResult::BrokerRegistered { broker_epoch } = r else {
-            panic!()
-        };
-        image.apply(
-            13,
-            &Command::UnfenceBroker {
-                broker_id: 1,
-                broker_epoch,
-            },
-        );
+        let broker_epoch = rejoin(&mut image, 12, 1);
         // Back, but not in the ISR until its leader says it caught up.
         let p = p0(&image);
         assert_eq!((p.leader, p.isr.clone()), (2, vec![2, 3]));
