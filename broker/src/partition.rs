@@ -370,9 +370,27 @@ impl Partition {
         AckStatus::Done
     }
 
-    /// The notification woken whenever the high watermark moves.
-    pub fn wake(&self) -> &Arc<Notify> {
-        &self.wake
+    /// Waits until `ack_status` is no longer Pending, or `deadline` (then Pending).
+    /// Woken when the high watermark moves; also looks every 100 ms in case a wake-up
+    /// raced with a check.
+    pub async fn wait_for_ack(
+        &self,
+        required: i64,
+        leader_epoch: i32,
+        deadline: tokio::time::Instant,
+    ) -> AckStatus {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let status = self.ack_status(required, leader_epoch);
+            let now = tokio::time::Instant::now();
+            if status != AckStatus::Pending || now >= deadline {
+                return status;
+            }
+            let slice = deadline.min(now + std::time::Duration::from_millis(100));
+            let _ = tokio::time::timeout_at(slice, notified).await;
+        }
     }
 
     /// Reads for a consumer: never past the high watermark.

@@ -162,10 +162,6 @@ impl ReplicaManager {
         &self.appended
     }
 
-    pub fn wake(&self) -> &Arc<Notify> {
-        &self.appended
-    }
-
     pub fn notify_appended(&self) {
         self.appended.notify_waiters();
     }

@@ -27,39 +27,29 @@ const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// `required`, or fails as a produce with acks=all would.
 fn wait_for_isr(partition: &Partition, required: i64) -> Result<(), PartitionError> {
     let epoch = partition.leader_epoch();
-    let deadline = Instant::now() + OFFSETS_COMMIT_TIMEOUT;
-    loop {
-        let wake = partition.wake().clone();
-        let notified = wake.notified();
-        match partition.ack_status(required, epoch) {
-            AckStatus::Done => return Ok(()),
-            AckStatus::NotLeader => {
-                return Err(PartitionError::NotLeader {
-                    topic: partition.topic.clone(),
-                    partition: partition.index,
-                })
-            }
-            AckStatus::NotEnoughReplicasAfterAppend { isr, min_isr } => {
-                return Err(PartitionError::NotEnoughReplicasAfterAppend {
-                    topic: partition.topic.clone(),
-                    partition: partition.index,
-                    isr,
-                    min_isr,
-                })
-            }
-            AckStatus::Pending if Instant::now() >= deadline => {
-                return Err(PartitionError::NotEnoughReplicas {
-                    topic: partition.topic.clone(),
-                    partition: partition.index,
-                    isr: partition.isr_size(),
-                    min_isr: 0,
-                })
-            }
-            AckStatus::Pending => {}
+    let deadline = tokio::time::Instant::now() + OFFSETS_COMMIT_TIMEOUT;
+    let status = tokio::runtime::Handle::current()
+        .block_on(partition.wait_for_ack(required, epoch, deadline));
+    match status {
+        AckStatus::Done => Ok(()),
+        AckStatus::NotLeader => Err(PartitionError::NotLeader {
+            topic: partition.topic.clone(),
+            partition: partition.index,
+        }),
+        AckStatus::NotEnoughReplicasAfterAppend { isr, min_isr } => {
+            Err(PartitionError::NotEnoughReplicasAfterAppend {
+                topic: partition.topic.clone(),
+                partition: partition.index,
+                isr,
+                min_isr,
+            })
         }
-        let slice = std::time::Duration::from_millis(50);
-        let _ = tokio::runtime::Handle::current()
-            .block_on(async { tokio::time::timeout(slice, notified).await });
+        AckStatus::Pending => Err(PartitionError::NotEnoughReplicas {
+            topic: partition.topic.clone(),
+            partition: partition.index,
+            isr: partition.isr_size(),
+            min_isr: 0,
+        }),
     }
 }
 

@@ -69,8 +69,7 @@ async fn answer(
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let wake = replicas.wake().clone();
-        let notified = wake.notified();
+        let notified = replicas.appended().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let response = {

@@ -58,29 +58,17 @@ async fn wait_for_isr(
 ) {
     let deadline = tokio::time::Instant::now() + timeout;
     for w in waiting {
-        let error = loop {
-            let wake = w.partition_ref.wake().clone();
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match w.partition_ref.ack_status(w.required, w.leader_epoch) {
-                AckStatus::Done => break None,
-                AckStatus::NotLeader => break Some(ResponseError::NotLeaderOrFollower),
-                AckStatus::NotEnoughReplicasAfterAppend { .. } => {
-                    break Some(ResponseError::NotEnoughReplicasAfterAppend)
-                }
-                AckStatus::Pending => {}
+        let status = w
+            .partition_ref
+            .wait_for_ack(w.required, w.leader_epoch, deadline)
+            .await;
+        let error = match status {
+            AckStatus::Done => None,
+            AckStatus::NotLeader => Some(ResponseError::NotLeaderOrFollower),
+            AckStatus::NotEnoughReplicasAfterAppend { .. } => {
+                Some(ResponseError::NotEnoughReplicasAfterAppend)
             }
-            // The high watermark moves on a follower's fetch; poll too, in case a
-            // wake-up raced with the check above.
-            let slice = Duration::from_millis(100);
-            if tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + slice), notified)
-                .await
-                .is_err()
-                && tokio::time::Instant::now() >= deadline
-            {
-                break Some(ResponseError::RequestTimedOut);
-            }
+            AckStatus::Pending => Some(ResponseError::RequestTimedOut),
         };
         if let Some(error) = error {
             let r = &mut responses[w.topic].partition_responses[w.partition];
