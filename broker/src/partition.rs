@@ -650,12 +650,7 @@ impl Partition {
     }
 
     /// As follower: this log is below the leader's log start; start empty there.
-    pub fn reset_to(
-        &self,
-        fetch_epoch: i32,
-        offset: i64,
-        now_ms: i64,
-    ) -> Result<(), PartitionError> {
+    pub fn reset_to(&self, fetch_epoch: i32, offset: i64) -> Result<(), PartitionError> {
         let state = self.state.lock();
         // As in `truncate_diverging`: never on a leader's log, nor from an old epoch.
         if state.role != Role::Follower || self.leader_epoch() != fetch_epoch {
@@ -666,7 +661,6 @@ impl Partition {
         if let Err(e) = self.producers.lock().truncate_fully_and_start_at(offset) {
             tracing::error!(topic = %self.topic, partition = self.index, error = %e, "resetting producer state failed");
         }
-        let _ = now_ms;
         self.high_watermark.store(offset, Ordering::Release);
         Ok(())
     }

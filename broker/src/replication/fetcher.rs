@@ -21,8 +21,16 @@ use crate::rpc::proto::{PartitionData, PartitionFetch, ReplicaFetchRequest};
 /// Pause after a failed connection or stream before trying again.
 const RETRY: Duration = Duration::from_millis(200);
 
+/// Follower partitions (topic, index) by leader, as of the last metadata change.
+/// Keys, not the partitions: holding them would keep deleted partitions (and the
+/// shutdown's wait for sole ownership) waiting on the fetchers.
+type Assignments = Arc<parking_lot::RwLock<HashMap<i32, Vec<(String, i32)>>>>;
+
 pub struct FetcherManager {
     replicas: Arc<ReplicaManager>,
+    /// Computed once per metadata change (`sync`), read by every fetch round: the
+    /// rounds need not scan every hosted partition.
+    assignments: Assignments,
     /// This node's IP: outgoing connections bind to it, so a fault-injecting proxy can
     /// tell the nodes apart on loopback.
     local_ip: Option<IpAddr>,
@@ -38,6 +46,7 @@ impl FetcherManager {
     ) -> Self {
         FetcherManager {
             replicas,
+            assignments: Assignments::default(),
             local_ip,
             tasks: Mutex::new(HashMap::new()),
             shutdown,
@@ -47,7 +56,17 @@ impl FetcherManager {
     /// Starts a fetcher for every leader this broker follows and stops those no
     /// partition needs any more.
     pub fn sync(&self) {
-        let leaders: Vec<i32> = self.replicas.followers_by_leader().into_keys().collect();
+        let by_leader: HashMap<i32, Vec<(String, i32)>> = self
+            .replicas
+            .followers_by_leader()
+            .into_iter()
+            .map(|(leader, ps)| {
+                let keys = ps.iter().map(|p| (p.topic.clone(), p.index)).collect();
+                (leader, keys)
+            })
+            .collect();
+        let leaders: Vec<i32> = by_leader.keys().copied().collect();
+        *self.assignments.write() = by_leader;
         let mut tasks = self.tasks.lock();
         tasks.retain(|leader, task| {
             let keep = leaders.contains(leader) && !task.is_finished();
@@ -60,6 +79,7 @@ impl FetcherManager {
             tasks.entry(leader).or_insert_with(|| {
                 tokio::spawn(fetch_from(
                     self.replicas.clone(),
+                    self.assignments.clone(),
                     leader,
                     self.local_ip,
                     self.shutdown.clone(),
@@ -86,6 +106,7 @@ fn internal_address(replicas: &ReplicaManager, broker: i32) -> Option<String> {
 
 async fn fetch_from(
     replicas: Arc<ReplicaManager>,
+    assignments: Assignments,
     leader: i32,
     local_ip: Option<IpAddr>,
     mut shutdown: watch::Receiver<bool>,
@@ -94,14 +115,10 @@ async fn fetch_from(
         if *shutdown.borrow() {
             return;
         }
-        if replicas
-            .followers_by_leader()
-            .get(&leader)
-            .is_none_or(Vec::is_empty)
-        {
+        if assignments.read().get(&leader).is_none_or(Vec::is_empty) {
             return;
         }
-        match stream_from(&replicas, leader, local_ip).await {
+        match stream_from(&replicas, &assignments, leader, local_ip).await {
             Ok(()) => {}
             Err(e) => tracing::debug!(leader, error = %e, "replica fetch stream ended"),
         }
@@ -115,6 +132,7 @@ async fn fetch_from(
 /// Runs one stream to the leader until it breaks or this broker follows nothing there.
 async fn stream_from(
     replicas: &Arc<ReplicaManager>,
+    assignments: &Assignments,
     leader: i32,
     local_ip: Option<IpAddr>,
 ) -> Result<(), String> {
@@ -131,7 +149,7 @@ async fn stream_from(
     let (tx, rx) = mpsc::channel(1);
     let config = replicas.config().cluster.clone();
     let replica_id = replicas.config().node_id;
-    let mut requests = build_request(replicas, leader, replica_id, &config);
+    let mut requests = build_request(replicas, assignments, leader, replica_id, &config);
     let Some((first, mut sent)) = requests.take() else {
         return Ok(());
     };
@@ -151,17 +169,16 @@ async fn stream_from(
         .map_err(|_| "no answer from the leader".to_string())?
         .map_err(|e| e.to_string())?
         .ok_or("leader closed the stream")?;
-        let replicas2 = replicas.clone();
         let handled = tokio::task::spawn_blocking(move || {
             for data in response.partitions {
-                apply(&replicas2, &sent, data);
+                apply(&sent, data);
             }
         })
         .await;
         if handled.is_err() {
             return Err("applying fetched data panicked".into());
         }
-        match build_request(replicas, leader, replica_id, &config) {
+        match build_request(replicas, assignments, leader, replica_id, &config) {
             Some((next, positions)) => {
                 sent = positions;
                 tx.send(next).await.map_err(|e| e.to_string())?;
@@ -176,11 +193,13 @@ type Sent = HashMap<(String, i32), (Arc<Partition>, i32)>;
 
 fn build_request(
     replicas: &ReplicaManager,
+    assignments: &Assignments,
     leader: i32,
     replica_id: i32,
     config: &crate::config::ClusterConfig,
 ) -> Option<(ReplicaFetchRequest, Sent)> {
-    let partitions = replicas.followers_by_leader().remove(&leader)?;
+    let keys = assignments.read().get(&leader)?.clone();
+    let partitions = keys.iter().filter_map(|(t, i)| replicas.partition(t, *i));
     let mut sent = HashMap::new();
     let fetches = partitions
         .into_iter()
@@ -217,7 +236,7 @@ fn build_request(
 
 /// Applies one partition's answer: append, truncate on divergence, or start over
 /// at the leader's log start.
-fn apply(replicas: &ReplicaManager, sent: &Sent, data: PartitionData) {
+fn apply(sent: &Sent, data: PartitionData) {
     let Some((partition, epoch)) = sent.get(&(data.topic.clone(), data.partition)) else {
         return;
     };
@@ -227,7 +246,7 @@ fn apply(replicas: &ReplicaManager, sent: &Sent, data: PartitionData) {
             .truncate_diverging(*epoch, data.diverging_epoch, data.diverging_end_offset, now)
             .map(|_| ())
     } else if data.error_code == i32::from(kafka_protocol::ResponseError::OffsetOutOfRange.code()) {
-        partition.reset_to(*epoch, data.log_start_offset, now)
+        partition.reset_to(*epoch, data.log_start_offset)
     } else if data.error_code != 0 {
         // Not the leader (yet or any more), or epochs differ: the metadata will catch up.
         Ok(())
@@ -243,5 +262,4 @@ fn apply(replicas: &ReplicaManager, sent: &Sent, data: PartitionData) {
     if let Err(e) = result {
         tracing::warn!(topic = %data.topic, partition = data.partition, error = %e, "applying replica fetch failed");
     }
-    let _ = replicas;
 }

@@ -173,7 +173,7 @@ impl Cluster {
                 }
             }
             FollowerFetch::BelowLogStart { log_start_offset } => {
-                f.reset_to(epoch, log_start_offset, now)?;
+                f.reset_to(epoch, log_start_offset)?;
                 Pumped::BelowLogStart { log_start_offset }
             }
         })
@@ -1057,7 +1057,7 @@ fn a_stale_below_log_start_answer_does_not_reset_a_new_leader() {
     assert_eq!(w.base_offset, 2);
     assert_eq!(c.p(3).high_watermark(), 3);
 
-    let applied = c.p(3).reset_to(c.p(3).leader_epoch(), log_start_offset, t);
+    let applied = c.p(3).reset_to(c.p(3).leader_epoch(), log_start_offset);
     assert!(
         matches!(applied, Err(PartitionError::NotLeader { .. })),
         "{applied:?}"
