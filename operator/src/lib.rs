@@ -1,0 +1,1 @@
+//! Rill operator: reconciles `Cluster` and `Topic` resources (group `rill.dev`).
