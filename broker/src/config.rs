@@ -27,6 +27,9 @@ pub enum ConfigError {
 }
 
 /// The broker's settings. Topic-level defaults live in `log_defaults`.
+/// Where `/metrics` listens unless `metrics.listen` says otherwise.
+const METRICS_PORT: u16 = 9644;
+
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     pub node_id: i32,
@@ -134,7 +137,7 @@ impl BrokerConfig {
             listen,
             advertised_host: listen.ip().to_string(),
             advertised_port: listen.port(),
-            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], METRICS_PORT))),
             log_dir,
             auto_create_topics_enable: true,
             num_partitions: 1,
@@ -246,9 +249,18 @@ impl BrokerConfig {
         }
         if !metrics_set {
             // Beside the Kafka listener, so nodes on 127.0.0.x of one host don't clash.
-            config.metrics_listen = Some(SocketAddr::new(config.listen.ip(), 9644));
+            config.metrics_listen = Some(SocketAddr::new(config.listen.ip(), METRICS_PORT));
         }
         Ok(config)
+    }
+
+    /// Sets `process.roles` from `controller.quorum.voters`: `broker,controller` when this
+    /// node is a voter, `broker` otherwise. One pod template serves every ordinal of a
+    /// StatefulSet, so the role cannot be written into it per pod; KRaft allows no other
+    /// choice anyway (a voter must be a controller, a non-voter cannot be one).
+    pub fn set_roles_from_voters(&mut self) {
+        self.cluster.broker = true;
+        self.cluster.controller = self.cluster.voters.contains_key(&self.node_id);
     }
 
     /// Applies one `name=value` override.
@@ -319,7 +331,13 @@ impl BrokerConfig {
                 }
                 let addr = first_listener(value)
                     .ok_or_else(|| invalid("expected PLAINTEXT://HOST:PORT"))?;
+                let old_metrics_default = Some(SocketAddr::new(self.listen.ip(), METRICS_PORT));
                 self.listen = addr.parse().map_err(|_| invalid("expected an IP:PORT"))?;
+                if self.metrics_listen == old_metrics_default {
+                    // Metrics stay beside the Kafka listener unless set on their own, so
+                    // a `--set listeners=...` after the file moves them too.
+                    self.metrics_listen = Some(SocketAddr::new(self.listen.ip(), METRICS_PORT));
+                }
                 if self.advertised_host.is_empty() || self.advertised_port == 9092 {
                     self.advertised_host = self.listen.ip().to_string();
                     self.advertised_port = self.listen.port();
@@ -777,6 +795,27 @@ mod tests {
         assert!(c2.set("controller.quorum.voters", "1@h:1,1@h:2").is_err());
         assert!(c2.set("controller.quorum.voters", "x@h:1").is_err());
         assert!(c2.set("process.roles", "observer").is_err());
+    }
+
+    #[test]
+    fn roles_follow_the_voter_set() {
+        let mut c = BrokerConfig::dev("127.0.0.1:9092".parse().unwrap(), "d".into());
+        c.set("controller.quorum.voters", "0@a:9093,1@b:9093,2@c:9093")
+            .unwrap();
+        c.set(
+            "listeners",
+            "PLAINTEXT://127.0.0.9:9092,CONTROLLER://127.0.0.9:9093",
+        )
+        .unwrap();
+        c.set("node.id", "0").unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.9:9644".parse().unwrap()));
+        c.set_roles_from_voters();
+        assert!(c.cluster.broker && c.cluster.controller);
+        c.validate().unwrap();
+        c.set("node.id", "3").unwrap();
+        c.set_roles_from_voters();
+        assert!(c.cluster.broker && !c.cluster.controller);
+        c.validate().unwrap();
     }
 
     #[test]

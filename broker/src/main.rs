@@ -45,6 +45,10 @@ enum Command {
         config: PathBuf,
         #[arg(long = "set", value_name = "NAME=VALUE")]
         overrides: Vec<String>,
+        /// Set process.roles from controller.quorum.voters (broker,controller for a
+        /// voter, broker otherwise), for a pod template shared by every node.
+        #[arg(long)]
+        roles_from_voters: bool,
     },
 }
 
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
 }
 
 fn build_config(command: Command) -> Result<(BrokerConfig, bool), String> {
+    let mut roles = false;
     let (mut config, overrides, dev) = match command {
         Command::Dev {
             listen,
@@ -104,11 +109,18 @@ fn build_config(command: Command) -> Result<(BrokerConfig, bool), String> {
             c.metrics_listen = Some(metrics_listen);
             (c, overrides, true)
         }
-        Command::Run { config, overrides } => (
-            BrokerConfig::from_file(&config).map_err(|e| e.to_string())?,
+        Command::Run {
+            config,
             overrides,
-            false,
-        ),
+            roles_from_voters,
+        } => {
+            roles = roles_from_voters;
+            (
+                BrokerConfig::from_file(&config).map_err(|e| e.to_string())?,
+                overrides,
+                false,
+            )
+        }
     };
     for o in overrides {
         let (name, value) = o
@@ -117,6 +129,9 @@ fn build_config(command: Command) -> Result<(BrokerConfig, bool), String> {
         config
             .set(name.trim(), value.trim())
             .map_err(|e| e.to_string())?;
+    }
+    if roles {
+        config.set_roles_from_voters();
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok((config, dev))
