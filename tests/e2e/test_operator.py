@@ -1,0 +1,357 @@
+"""The operator on a real Kubernetes control plane (tests/e2e/k8s/): the chart installs
+it, a Cluster becomes three broker pods that real Kafka clients use through the
+bootstrap Service, Topics create and change topics, a config change rolls the pods one
+at a time, and a deleted pod comes back with its data.
+
+The operator itself runs as a pod of the chart's Deployment (the node agent runs it as
+a process with its ServiceAccount's token), so its RBAC is the chart's, for real.
+Everything runs in one module-scoped control plane; the tests run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from checker import check  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+NS = "kafka"
+OPERATOR_NS = "rill-system"
+CLUSTER = "demo"
+BOOTSTRAP = f"{CLUSTER}-bootstrap.{NS}.svc:9092"
+VENV_PY = str(Path(sys.executable))
+
+pytestmark = [pytest.mark.rill_only, pytest.mark.operator]
+
+CLUSTER_YAML = f"""
+apiVersion: rill.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: {CLUSTER}
+  namespace: {NS}
+spec:
+  replicas: 3
+  controllers: 3
+  storage:
+    size: 1Gi
+  config:
+    min.insync.replicas: "2"
+    broker.session.timeout.ms: "4000"
+    broker.heartbeat.interval.ms: "1000"
+"""
+
+
+def topic_yaml(name: str, partitions: int, rf: int = 3, config: dict | None = None) -> str:
+    cfg = "".join(f'\n    {k}: "{v}"' for k, v in (config or {}).items())
+    return f"""
+apiVersion: rill.dev/v1alpha1
+kind: Topic
+metadata:
+  name: {name}
+  namespace: {NS}
+spec:
+  clusterRef:
+    name: {CLUSTER}
+  partitions: {partitions}
+  replicationFactor: {rf}
+  config:{cfg if cfg else " {}"}
+"""
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+def condition(obj: dict | None, ctype: str) -> dict | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return c
+    return None
+
+
+def is_true(obj: dict | None, ctype: str) -> bool:
+    c = condition(obj, ctype)
+    return bool(c) and c.get("status") == "True"
+
+
+def broker_pods(kube) -> dict[str, dict]:
+    pods = kube.get("pods", NS)
+    return {p["metadata"]["name"]: p for p in pods["items"]
+            if p["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == CLUSTER}
+
+
+def pod_ready(pod: dict) -> bool:
+    return not pod["metadata"].get("deletionTimestamp") and is_true(pod, "Ready")
+
+
+def in_cluster_argv(kube, argv: list[str]) -> list[str]:
+    """argv run as a pod sees the cluster (the harness's hosts file on /etc/hosts)."""
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script,
+            str(kube.hosts_file), *argv]
+
+
+def in_cluster_python(kube, code: str, timeout: float = 60) -> str:
+    r = kube.run_in_cluster([VENV_PY, "-c", code], timeout=timeout)
+    assert r.returncode == 0, f"in-cluster python failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+ADMIN_PRELUDE = f"""
+import json, sys
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigEntry, AlterConfigOpType
+a = AdminClient({{"bootstrap.servers": "{BOOTSTRAP}"}})
+"""
+
+
+def describe_topic(kube, topic: str) -> dict:
+    """Partitions (with replicas) and the topic's own configs, read with librdkafka's
+    admin client through the bootstrap Service; {} when the topic does not exist."""
+    out = in_cluster_python(kube, ADMIN_PRELUDE + f"""
+md = a.list_topics(timeout=10)
+t = md.topics.get("{topic}")
+if t is None or t.error is not None:
+    print(json.dumps({{}})); sys.exit(0)
+res = ConfigResource(ConfigResource.Type.TOPIC, "{topic}")
+cfg = a.describe_configs([res])[res].result(timeout=10)
+print(json.dumps({{
+    "partitions": {{str(p): list(pm.replicas) for p, pm in t.partitions.items()}},
+    "configs": {{k: v.value for k, v in cfg.items() if v.source == 1}},
+}}))
+""")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_workload(kube, tmp_path: Path, topic: str, partitions: int, count: int, rate: float,
+                 stop_file: Path | None = None) -> subprocess.Popen:
+    out = tmp_path / f"run-{topic}.json"
+    argv = [VENV_PY, str(Path(__file__).with_name("in_cluster_workload.py")), "--bootstrap", BOOTSTRAP,
+            "--topic", topic, "--partitions", str(partitions), "--count", str(count), "--rate", str(rate),
+            "--out", str(out), "--max-seconds", "240"]
+    if stop_file is not None:
+        argv += ["--stop-file", str(stop_file)]
+    p = subprocess.Popen(in_cluster_argv(kube, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.out_path = out  # type: ignore[attr-defined]
+    return p
+
+
+def finish_workload(p: subprocess.Popen, timeout: float = 200) -> dict:
+    stdout, stderr = p.communicate(timeout=timeout)
+    assert p.returncode == 0, f"workload failed ({p.returncode}):\n{stdout}\n{stderr[-3000:]}"
+    run = json.loads(p.out_path.read_text())  # type: ignore[attr-defined]
+    verdict = check(run["acked"], run["seen"], run["log"], run["attempted"])
+    print(f"workload: {stdout.strip()}\nchecker: {verdict}")
+    assert verdict.ok, f"checker: {verdict}"
+    fatal = [e for e in run["errors"] if e["kind"] != "retriable"]
+    assert not fatal, f"non-retriable client errors: {fatal[:5]}"
+    return run
+
+
+# ---- fixtures ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def operator(kube):
+    """CRDs applied server-side, then the chart installed; its Deployment runs the
+    operator as a pod of the node agent."""
+    kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    kube.helm("install", "rill", str(ROOT / "charts" / "rill"), "--namespace", OPERATOR_NS,
+              "--create-namespace", "--set", "image.tag=dev", "--set", "brokerImage.tag=dev",
+              "--wait", "--timeout", "120s")
+    return kube
+
+
+@pytest.fixture(scope="module")
+def cluster(operator):
+    kube = operator
+    kube.create_namespace(NS)
+    t0 = time.monotonic()
+    kube.apply(CLUSTER_YAML)
+    kube.wait_for(lambda: is_true(kube.get(f"cluster/{CLUSTER}", NS), "Ready"), timeout=180,
+                  what=f"Cluster {CLUSTER} Ready")
+    print(f"Cluster {CLUSTER} Ready {time.monotonic() - t0:.1f}s after kubectl apply")
+    return kube
+
+
+# ---- tests ------------------------------------------------------------------------------
+
+def test_crds_apply_server_side_and_chart_passes_lint_and_server_dry_run(kube):
+    r = kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    assert "clusters.rill.dev serverside-applied" in r.stdout, r.stdout
+    assert "topics.rill.dev serverside-applied" in r.stdout, r.stdout
+    for crd in ("clusters.rill.dev", "topics.rill.dev"):
+        kube.wait_jsonpath(f"crd/{crd}", '{.status.conditions[?(@.type=="Established")].status}', "True")
+    lint = kube.helm("lint", str(ROOT / "charts" / "rill"))
+    assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout, lint.stdout
+    for values in ([], ["--set", "watchNamespaces={default}"]):
+        rendered = kube.helm("template", "rill", str(ROOT / "charts" / "rill"), "--namespace", "default",
+                             "--include-crds", *values).stdout
+        r = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+        assert "deployment.apps/rill created (server dry run)" in r.stdout, r.stdout
+        assert "customresourcedefinition.apiextensions.k8s.io/clusters.rill.dev" in r.stdout, r.stdout
+
+
+def test_cluster_becomes_ready_with_its_objects(cluster):
+    kube = cluster
+    c = kube.get(f"cluster/{CLUSTER}", NS)
+    st = c["status"]
+    assert st["readyBrokers"] == 3 and st["replicas"] == 3, st
+    assert st["bootstrap"] == BOOTSTRAP, st
+    assert st["observedGeneration"] == c["metadata"]["generation"], st
+    assert st.get("clusterId"), f"no clusterId in {st}"
+    assert not is_true(c, "Degraded"), st
+
+    # kubectl's printer columns: NAME READY BROKERS BOOTSTRAP AGE
+    table = kube.kubectl("get", "clusters", "-n", NS).stdout.splitlines()
+    assert table[0].split()[:4] == ["NAME", "READY", "BROKERS", "BOOTSTRAP"], table
+    assert table[1].split()[:4] == [CLUSTER, "3", "3", BOOTSTRAP], table
+
+    sts = kube.get(f"statefulset/{CLUSTER}", NS)
+    assert sts["spec"]["updateStrategy"]["type"] == "OnDelete"
+    assert sts["spec"]["serviceName"] == f"{CLUSTER}-brokers"
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    owner = sts["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Cluster", CLUSTER, True)
+    assert kube.get(f"pdb/{CLUSTER}", NS)["spec"]["maxUnavailable"] == 1
+    assert kube.get(f"service/{CLUSTER}-brokers", NS)["spec"]["clusterIP"] == "None"
+    assert "server.properties" in kube.get(f"configmap/{CLUSTER}-config", NS)["data"]
+
+    pods = broker_pods(kube)
+    assert sorted(pods) == [f"{CLUSTER}-0", f"{CLUSTER}-1", f"{CLUSTER}-2"]
+    ips = {p["status"]["podIP"] for p in pods.values()}
+    assert len(ips) == 3 and all(ip.startswith("127.0.0.") for ip in ips), ips
+    for i in range(3):
+        pvc = kube.get(f"pvc/data-{CLUSTER}-{i}", NS)
+        assert pvc["status"]["phase"] == "Bound", pvc["status"]
+
+    # The brokers found each other by their pod DNS names: one cluster of three.
+    out = kube.run_in_cluster(["kcat", "-L", "-b", BOOTSTRAP, "-m", "10"], timeout=30, check=True).stdout
+    assert "3 brokers:" in out, out
+    for i in range(3):
+        assert f"{CLUSTER}-{i}.{CLUSTER}-brokers.{NS}.svc.cluster.local:9092" in out, out
+
+
+def test_topic_is_created_and_carries_records_exactly_once(cluster, tmp_path):
+    kube = cluster
+    kube.apply(topic_yaml("orders", 3, config={"retention.ms": "3600000"}))
+    kube.wait_for(lambda: is_true(kube.get("topic/orders", NS), "Ready"), timeout=60, what="Topic orders Ready")
+    st = kube.get("topic/orders", NS)["status"]
+    assert st["partitions"] == 3 and st["replicationFactor"] == 3, st
+    assert len(st["topicId"]) == 36, st  # a UUID
+    d = describe_topic(kube, "orders")
+    assert sorted(d["partitions"]) == ["0", "1", "2"], d
+    assert all(len(set(r)) == 3 for r in d["partitions"].values()), d
+    assert d["configs"].get("retention.ms") == "3600000", d
+
+    run = finish_workload(run_workload(kube, tmp_path, "orders", 3, count=600, rate=300))
+    assert len(run["acked"]) == 600
+
+
+def test_topic_changes_apply_and_drift_is_corrected(cluster):
+    kube = cluster
+    kube.apply(topic_yaml("orders", 5, config={"retention.ms": "7200000", "cleanup.policy": "delete"}))
+    kube.wait_for(lambda: (kube.get("topic/orders", NS)["status"].get("partitions") == 5
+                           and is_true(kube.get("topic/orders", NS), "Ready")),
+                  timeout=60, what="orders grown to 5 partitions")
+    d = describe_topic(kube, "orders")
+    assert sorted(d["partitions"]) == ["0", "1", "2", "3", "4"], d
+    assert d["configs"].get("retention.ms") == "7200000", d
+
+    # Out of band: someone alters the topic with an admin client. The spec wins.
+    in_cluster_python(kube, ADMIN_PRELUDE + """
+res = ConfigResource(ConfigResource.Type.TOPIC, "orders",
+                     incremental_configs=[ConfigEntry("retention.ms", "1000",
+                                                      incremental_operation=AlterConfigOpType.SET)])
+a.incremental_alter_configs([res])[res].result(timeout=10)
+""")
+    assert describe_topic(kube, "orders")["configs"]["retention.ms"] == "1000"
+    kube.wait_for(lambda: describe_topic(kube, "orders")["configs"].get("retention.ms") == "7200000",
+                  timeout=90, interval=2, what="drifted retention.ms restored by the operator")
+
+    # Fewer partitions is refused by the apiserver (CEL), before any reconcile.
+    r = kube.kubectl("apply", "-f", "-", input=topic_yaml("orders", 2), check=False)
+    assert r.returncode != 0 and "partitions" in r.stderr, r.stderr
+
+
+def test_storage_shrink_is_refused_by_the_apiserver(cluster):
+    r = cluster.kubectl("patch", "cluster", CLUSTER, "-n", NS, "--type=merge",
+                        "-p", '{"spec":{"storage":{"size":"512Mi"}}}', check=False)
+    assert r.returncode != 0 and "may not shrink" in r.stderr, r.stderr
+
+
+def test_config_change_rolls_brokers_one_at_a_time(cluster, tmp_path):
+    kube = cluster
+    before = {n: p["metadata"]["uid"] for n, p in broker_pods(kube).items()}
+    stop = tmp_path / "stop"
+    workload = run_workload(kube, tmp_path, "orders", 5, count=100000, rate=100, stop_file=stop)
+    time.sleep(3)
+    kube.kubectl("patch", "cluster", CLUSTER, "-n", NS, "--type=merge",
+                 "-p", '{"spec":{"config":{"log.retention.check.interval.ms":"60000"}}}')
+    t0 = time.monotonic()
+    most_not_ready = 0
+    restarted_order: list[str] = []
+    deadline = t0 + 300
+    while time.monotonic() < deadline:
+        pods = broker_pods(kube)
+        not_ready = 3 - sum(1 for p in pods.values() if pod_ready(p))
+        most_not_ready = max(most_not_ready, not_ready)
+        for n, p in pods.items():
+            if p["metadata"]["uid"] != before.get(n) and n not in restarted_order:
+                restarted_order.append(n)
+        c = kube.get(f"cluster/{CLUSTER}", NS)
+        if len(restarted_order) == 3 and not_ready == 0 and is_true(c, "Ready"):
+            break
+        time.sleep(0.25)
+    took = time.monotonic() - t0
+    stop.touch()
+    run = finish_workload(workload)
+    print(f"roll of 3 brokers took {took:.1f}s, order {restarted_order}, "
+          f"{len(run['acked'])} acked meanwhile, client errors {sorted({e['code'] for e in run['errors']})}")
+    assert len(restarted_order) == 3, f"only {restarted_order} restarted in {took:.0f}s"
+    assert most_not_ready <= 1, f"{most_not_ready} brokers were down at once"
+    props = kube.get(f"configmap/{CLUSTER}-config", NS)["data"]["server.properties"]
+    assert "log.retention.check.interval.ms=60000" in props
+
+
+def test_deleted_pod_comes_back_with_its_data(cluster, tmp_path):
+    kube = cluster
+    pod = f"{CLUSTER}-1"
+    old = kube.get(f"pod/{pod}", NS)
+    pvc = kube.get(f"pvc/data-{pod}", NS)
+    pv = kube.get(f"pv/{pvc['spec']['volumeName']}")
+    data_dir = Path(pv["spec"]["hostPath"]["path"]) / "data"
+    before = sorted(p.name for p in data_dir.iterdir() if p.name.startswith("orders-"))
+    assert before, f"no orders partitions in {data_dir}"
+    t0 = time.monotonic()
+    kube.kubectl("delete", "pod", pod, "-n", NS, "--wait=false")
+    kube.wait_for(lambda: (lambda p: p and p["metadata"]["uid"] != old["metadata"]["uid"] and pod_ready(p))(
+        kube.get(f"pod/{pod}", NS)), timeout=120, what=f"{pod} back and Ready")
+    print(f"{pod} back and Ready {time.monotonic() - t0:.1f}s after delete")
+    again = kube.get(f"pvc/data-{pod}", NS)
+    assert again["metadata"]["uid"] == pvc["metadata"]["uid"], "the pod got a new claim"
+    assert sorted(p.name for p in data_dir.iterdir() if p.name.startswith("orders-")) == before
+    log = kube.pod_log(NS, pod)
+    assert "SIGTERM" in log, log[-2000:]
+    kube.wait_for(lambda: is_true(kube.get(f"cluster/{CLUSTER}", NS), "Ready"), timeout=60, what="Cluster Ready")
+    # Everything produced earlier is still there, read through the returned cluster.
+    finish_workload(run_workload(kube, tmp_path, "orders", 5, count=100, rate=200))
+
+
+def test_deleting_a_topic_deletes_it_and_its_finalizer_clears(cluster):
+    kube = cluster
+    kube.kubectl("delete", "topic", "orders", "-n", NS, "--timeout=60s")
+    assert kube.get("topic/orders", NS) is None
+    kube.wait_for(lambda: describe_topic(kube, "orders") == {}, timeout=30, what="orders gone from the brokers")
+
+    # A Topic whose Cluster does not exist is reported, and still deletable.
+    kube.apply(topic_yaml("orphan", 1).replace(f"name: {CLUSTER}", "name: no-such-cluster"))
+    kube.wait_for(lambda: condition(kube.get("topic/orphan", NS), "Ready") is not None
+                  and not is_true(kube.get("topic/orphan", NS), "Ready"), timeout=60,
+                  what="orphan Topic reported not Ready")
+    kube.kubectl("delete", "topic", "orphan", "-n", NS, "--timeout=30s")
+    assert kube.get("topic/orphan", NS) is None
