@@ -1,0 +1,590 @@
+//! The admin client and the Topic reconciler against a real `rill-broker dev` process
+//! on loopback. Build the broker first (`cargo build -p rill-broker`); the binary is
+//! found through `RILL_BROKER_BIN`, `$CARGO_TARGET_DIR/debug/rill-broker`, or next to
+//! this test's own target directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+use rill_operator::kafka_admin::{
+    AdminClient, AdminConfig, AdminError, ReassignmentTarget, TopicMetadata,
+};
+use rill_operator::topic::{self, Action, SpecStatus, TopicProblem, TopicSpecView};
+
+const BROKER_ID: i32 = 1;
+
+/// A `rill-broker dev` process, killed by its PID when dropped (also when a test fails).
+struct DevBroker {
+    child: Child,
+    addr: String,
+    data: tempfile::TempDir,
+}
+
+impl DevBroker {
+    async fn start() -> DevBroker {
+        let bin = broker_binary();
+        let data = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let metrics_port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(data.path().join("broker.log")).expect("log file");
+        let child = Command::new(&bin)
+            .arg("dev")
+            .arg("--listen")
+            .arg(&addr)
+            .arg("--data-dir")
+            .arg(data.path().join("data"))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut broker = DevBroker { child, addr, data };
+        broker.wait_until_serving().await;
+        broker
+    }
+
+    fn bootstrap(&self) -> Vec<String> {
+        vec![self.addr.clone()]
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// Until the broker answers Metadata, bounded.
+    async fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("rill-broker exited with {status}:\n{}", self.log());
+            }
+            if AdminClient::connect(&self.bootstrap(), quick_config())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rill-broker did not serve on {} within 30 s:\n{}",
+                self.addr,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn admin(&self) -> AdminClient {
+        AdminClient::connect(&self.bootstrap(), test_config())
+            .await
+            .expect("admin client connects")
+    }
+}
+
+impl Drop for DevBroker {
+    fn drop(&mut self) {
+        // Child::kill signals this child's PID only.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn broker_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("RILL_BROKER_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "RILL_BROKER_BIN={} is not a file",
+            bin.display()
+        );
+        return bin;
+    }
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(dir).join("debug/rill-broker"));
+    }
+    // target/debug/deps/kafka_admin-<hash> -> target/debug/rill-broker
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(debug) = exe.parent().and_then(|deps| deps.parent()) {
+            candidates.push(debug.join("rill-broker"));
+        }
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "rill-broker binary not found (looked at {candidates:?}); \
+                 run `cargo build -p rill-broker` or set RILL_BROKER_BIN"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn test_config() -> AdminConfig {
+    AdminConfig {
+        request_timeout: Duration::from_secs(10),
+        ..AdminConfig::default()
+    }
+}
+
+fn quick_config() -> AdminConfig {
+    AdminConfig {
+        request_timeout: Duration::from_secs(2),
+        max_attempts: 1,
+        ..AdminConfig::default()
+    }
+}
+
+fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn kafka_code(result: Result<impl std::fmt::Debug, AdminError>) -> ResponseError {
+    match result {
+        Err(AdminError::Kafka { error, .. }) => error.error,
+        other => panic!("expected a Kafka error code, got {other:?}"),
+    }
+}
+
+/// Waits (bounded) until every partition of `topic` has a leader, as a fresh topic's
+/// partitions may briefly answer LEADER_NOT_AVAILABLE.
+async fn described_with_leaders(admin: &mut AdminClient, topic: &str) -> TopicMetadata {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = admin
+            .describe_topic(topic)
+            .await
+            .expect("Metadata")
+            .expect("topic exists");
+        if t.partitions
+            .iter()
+            .all(|p| p.error.is_none() && p.leader >= 0)
+            || Instant::now() > deadline
+        {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn no_reachable_bootstrap_address_is_a_clear_error() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let result = AdminClient::connect(std::slice::from_ref(&addr), quick_config()).await;
+    match result {
+        Err(AdminError::NoBrokerReachable { tried, .. }) => assert_eq!(tried, vec![addr]),
+        Err(other) => panic!("expected NoBrokerReachable, got {other}"),
+        Ok(_) => panic!("connected to a closed port"),
+    }
+}
+
+#[tokio::test]
+async fn admin_calls_against_a_dev_broker() {
+    let broker = DevBroker::start().await;
+    let mut admin = broker.admin().await;
+
+    // Cluster: one broker, which is also the controller.
+    let cluster = admin.describe_cluster().await.expect("DescribeCluster");
+    assert_eq!(cluster.controller_id, BROKER_ID);
+    assert_eq!(cluster.brokers.len(), 1);
+    assert_eq!(cluster.brokers[0].node_id, BROKER_ID);
+    assert_eq!(cluster.brokers[0].address(), broker.addr);
+    assert!(!cluster.brokers[0].is_fenced);
+    assert!(!cluster.cluster_id.is_empty());
+    assert_eq!(admin.controller_id(), BROKER_ID);
+    assert_eq!(admin.brokers().get(&BROKER_ID), Some(&broker.addr));
+
+    // CreateTopics, with a topic config.
+    let created = admin
+        .create_topic("payments", 3, 1, &configs(&[("retention.ms", "3600000")]))
+        .await
+        .expect("CreateTopics");
+    assert_eq!(created.partitions, 3);
+    assert_eq!(created.replication_factor, 1);
+    let id = created
+        .topic_id
+        .expect("CreateTopics v7 returns the topic id");
+
+    // Metadata: id, partitions, replicas, ISR, leader; no auto-creation on lookups.
+    let meta = admin.metadata(None).await.expect("Metadata");
+    assert_eq!(
+        meta.cluster_id.as_deref(),
+        Some(cluster.cluster_id.as_str())
+    );
+    assert_eq!(meta.controller_id, BROKER_ID);
+    assert_eq!(
+        meta.brokers.iter().map(|b| b.address()).collect::<Vec<_>>(),
+        vec![broker.addr.clone()]
+    );
+    let t = described_with_leaders(&mut admin, "payments").await;
+    assert_eq!(meta.topic("payments").map(|t| t.topic_id), Some(Some(id)));
+    assert_eq!(t.topic_id, Some(id));
+    assert!(!t.is_internal);
+    assert_eq!(t.replication_factor(), 1);
+    assert_eq!(
+        t.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    for p in &t.partitions {
+        assert_eq!(p.leader, BROKER_ID, "{p:?}");
+        assert_eq!(p.replicas, vec![BROKER_ID]);
+        assert_eq!(p.isr, vec![BROKER_ID]);
+        assert!(p.offline_replicas.is_empty());
+        assert_eq!(p.error, None);
+    }
+    assert_eq!(
+        admin
+            .describe_topic("no-such-topic")
+            .await
+            .expect("Metadata"),
+        None
+    );
+    assert_eq!(
+        admin
+            .describe_topic("no-such-topic")
+            .await
+            .expect("Metadata"),
+        None,
+        "lookups must not auto-create"
+    );
+
+    // A second create of the same name.
+    assert_eq!(
+        kafka_code(admin.create_topic("payments", 3, 1, &BTreeMap::new()).await),
+        ResponseError::TopicAlreadyExists
+    );
+
+    // DescribeConfigs: only what is set on the topic.
+    assert_eq!(
+        admin
+            .describe_topic_configs("payments")
+            .await
+            .expect("DescribeConfigs"),
+        configs(&[("retention.ms", "3600000")])
+    );
+    assert_eq!(
+        kafka_code(admin.describe_topic_configs("no-such-topic").await),
+        ResponseError::UnknownTopicOrPartition
+    );
+
+    // IncrementalAlterConfigs: SET one, DELETE another, leave the rest.
+    admin
+        .incremental_alter_topic_configs(
+            "payments",
+            &configs(&[("segment.bytes", "1048576"), ("cleanup.policy", "compact")]),
+            &names(&["retention.ms"]),
+        )
+        .await
+        .expect("IncrementalAlterConfigs");
+    assert_eq!(
+        admin
+            .describe_topic_configs("payments")
+            .await
+            .expect("DescribeConfigs"),
+        configs(&[("cleanup.policy", "compact"), ("segment.bytes", "1048576")])
+    );
+    let invalid = admin
+        .incremental_alter_topic_configs(
+            "payments",
+            &configs(&[("retention.ms", "forever")]),
+            &BTreeSet::new(),
+        )
+        .await;
+    assert_eq!(kafka_code(invalid), ResponseError::InvalidConfig);
+
+    // CreatePartitions: grow to a total; shrinking is the broker's INVALID_PARTITIONS.
+    admin
+        .create_partitions("payments", 5)
+        .await
+        .expect("CreatePartitions");
+    let t = described_with_leaders(&mut admin, "payments").await;
+    assert_eq!(t.partitions.len(), 5);
+    assert_eq!(t.topic_id, Some(id), "growing keeps the topic id");
+    let shrink = admin.create_partitions("payments", 2).await;
+    let error = shrink.as_ref().err().and_then(|e| e.kafka()).cloned();
+    assert_eq!(kafka_code(shrink), ResponseError::InvalidPartitions);
+    assert_eq!(
+        error.map(|e| e.name()).as_deref(),
+        Some("INVALID_PARTITIONS")
+    );
+
+    // Reassignments: a one-broker cluster can only move a partition onto itself.
+    admin
+        .alter_partition_reassignments(&[ReassignmentTarget {
+            topic: "payments".into(),
+            partition: 0,
+            replicas: Some(vec![BROKER_ID]),
+        }])
+        .await
+        .expect("AlterPartitionReassignments onto the same broker");
+    assert_eq!(
+        admin
+            .list_partition_reassignments(None)
+            .await
+            .expect("ListPartitionReassignments"),
+        vec![]
+    );
+    let filter = BTreeMap::from([("payments".to_string(), vec![0, 1])]);
+    assert_eq!(
+        admin
+            .list_partition_reassignments(Some(&filter))
+            .await
+            .expect("ListPartitionReassignments"),
+        vec![]
+    );
+    let to_unknown = admin
+        .alter_partition_reassignments(&[ReassignmentTarget {
+            topic: "payments".into(),
+            partition: 1,
+            replicas: Some(vec![2]),
+        }])
+        .await;
+    let message = to_unknown
+        .as_ref()
+        .err()
+        .and_then(|e| e.kafka())
+        .and_then(|e| e.message.clone());
+    assert_eq!(
+        kafka_code(to_unknown),
+        ResponseError::InvalidReplicaAssignment
+    );
+    assert_eq!(
+        message.as_deref(),
+        Some("payments-1: broker 2 is not registered")
+    );
+    let cancel = admin
+        .alter_partition_reassignments(&[ReassignmentTarget {
+            topic: "payments".into(),
+            partition: 0,
+            replicas: None,
+        }])
+        .await;
+    assert_eq!(kafka_code(cancel), ResponseError::NoReassignmentInProgress);
+
+    // DeleteTopics; deleting again names the missing topic.
+    admin.delete_topic("payments").await.expect("DeleteTopics");
+    assert_eq!(
+        admin.describe_topic("payments").await.expect("Metadata"),
+        None
+    );
+    assert_eq!(
+        kafka_code(admin.delete_topic("payments").await),
+        ResponseError::UnknownTopicOrPartition
+    );
+}
+
+fn spec(partitions: i32, replication_factor: i16, config: &[(&str, &str)]) -> TopicSpecView {
+    TopicSpecView {
+        name: "orders".into(),
+        partitions,
+        replication_factor,
+        config: configs(config),
+    }
+}
+
+#[tokio::test]
+async fn topic_reconcile_end_to_end() {
+    let broker = DevBroker::start().await;
+
+    // Create from a spec, through the entry point that connects by itself.
+    let s = spec(2, 1, &[("retention.ms", "3600000")]);
+    let outcome = topic::reconcile(&broker.bootstrap(), test_config(), &s, SpecStatus::Changed)
+        .await
+        .expect("reconcile creates");
+    let id = outcome.topic_id.expect("a topic id after creation");
+    assert_eq!(outcome.partitions, 2);
+    assert_eq!(outcome.replication_factor, 1);
+    assert_eq!(
+        outcome.applied,
+        vec![Action::Create {
+            partitions: 2,
+            replication_factor: 1,
+            configs: configs(&[("retention.ms", "3600000")]),
+        }]
+    );
+    assert!(outcome.problems.is_empty());
+    assert!(outcome.ready());
+    assert!(!outcome.drift_was_corrected());
+
+    let mut admin = broker.admin().await;
+    let observed = topic::observe(&mut admin, "orders")
+        .await
+        .expect("observe")
+        .expect("exists");
+    assert_eq!(observed.id, Some(id));
+    assert_eq!(observed.partitions, 2);
+    assert_eq!(observed.configs, configs(&[("retention.ms", "3600000")]));
+
+    // Applied again: nothing to do.
+    let outcome = topic::reconcile_with(&mut admin, &s, SpecStatus::Applied)
+        .await
+        .expect("reconcile");
+    assert_eq!(outcome.applied, vec![]);
+    assert_eq!(outcome.topic_id, Some(id));
+    assert!(outcome.ready());
+
+    // More partitions.
+    let s = spec(4, 1, &[("retention.ms", "3600000")]);
+    let outcome = topic::reconcile_with(&mut admin, &s, SpecStatus::Changed)
+        .await
+        .expect("reconcile");
+    assert_eq!(outcome.applied, vec![Action::CreatePartitions { total: 4 }]);
+    assert_eq!(outcome.partitions, 4);
+    assert_eq!(outcome.topic_id, Some(id));
+    assert!(outcome.ready());
+
+    // A config edit in the spec: set one, change one; not drift.
+    let s = spec(
+        4,
+        1,
+        &[("retention.ms", "7200000"), ("cleanup.policy", "compact")],
+    );
+    let outcome = topic::reconcile_with(&mut admin, &s, SpecStatus::Changed)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        outcome.applied,
+        vec![Action::AlterConfigs {
+            set: configs(&[("cleanup.policy", "compact"), ("retention.ms", "7200000")]),
+            delete: BTreeSet::new(),
+        }]
+    );
+    assert!(!outcome.drift_was_corrected());
+    assert_eq!(
+        admin
+            .describe_topic_configs("orders")
+            .await
+            .expect("DescribeConfigs"),
+        s.config
+    );
+
+    // Drift: someone alters the topic behind the operator's back.
+    admin
+        .incremental_alter_topic_configs(
+            "orders",
+            &configs(&[("retention.ms", "1000"), ("max.message.bytes", "2048")]),
+            &names(&["cleanup.policy"]),
+        )
+        .await
+        .expect("out-of-band alter");
+    let outcome = topic::reconcile_with(&mut admin, &s, SpecStatus::Applied)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        outcome.drift_corrected,
+        names(&["cleanup.policy", "max.message.bytes", "retention.ms"])
+    );
+    assert!(outcome.drift_was_corrected());
+    assert!(outcome.ready());
+    assert_eq!(
+        admin
+            .describe_topic_configs("orders")
+            .await
+            .expect("DescribeConfigs"),
+        s.config,
+        "the spec wins"
+    );
+
+    // Fewer partitions: refused, with the reason; the topic keeps 4.
+    let smaller = spec(
+        3,
+        1,
+        &[("retention.ms", "7200000"), ("cleanup.policy", "compact")],
+    );
+    let outcome = topic::reconcile_with(&mut admin, &smaller, SpecStatus::Changed)
+        .await
+        .expect("reconcile");
+    assert!(!outcome.ready());
+    assert_eq!(outcome.partitions, 4);
+    assert_eq!(outcome.applied, vec![]);
+    assert_eq!(
+        outcome.error_reason(),
+        Some(TopicProblem {
+            reason: "PartitionDecreaseRefused".into(),
+            message: "partitions cannot be reduced from 4 to 3".into(),
+        })
+    );
+
+    // A different replication factor: refused too.
+    let outcome = topic::reconcile_with(
+        &mut admin,
+        &spec(
+            4,
+            3,
+            &[("retention.ms", "7200000"), ("cleanup.policy", "compact")],
+        ),
+        SpecStatus::Changed,
+    )
+    .await
+    .expect("reconcile");
+    assert_eq!(
+        outcome.error_reason(),
+        Some(TopicProblem {
+            reason: "ReplicationFactorChangeRefused".into(),
+            message: "replication factor change needs reassignment, not supported yet".into(),
+        })
+    );
+    assert_eq!(outcome.replication_factor, 1);
+
+    // A value the broker rejects is a problem in the outcome, not a transient error.
+    let outcome = topic::reconcile_with(
+        &mut admin,
+        &spec(4, 1, &[("retention.ms", "forever")]),
+        SpecStatus::Changed,
+    )
+    .await
+    .expect("reconcile");
+    let problem = outcome.error_reason().expect("a problem");
+    assert_eq!(problem.reason, "InvalidConfig");
+    assert!(
+        problem.message.starts_with("INVALID_CONFIG (40)"),
+        "{problem:?}"
+    );
+    assert!(!outcome.drift_was_corrected());
+
+    // Delete, and delete again: both succeed.
+    topic::delete(&mut admin, "orders").await.expect("delete");
+    assert_eq!(
+        topic::observe(&mut admin, "orders").await.expect("observe"),
+        None
+    );
+    topic::delete(&mut admin, "orders")
+        .await
+        .expect("deleting a missing topic is done");
+
+    // A replication factor larger than the cluster: the broker's reason, no topic.
+    let outcome = topic::reconcile_with(&mut admin, &spec(1, 3, &[]), SpecStatus::Changed)
+        .await
+        .expect("reconcile");
+    assert_eq!(outcome.topic_id, None);
+    assert_eq!(
+        outcome
+            .problems
+            .iter()
+            .map(|p| p.reason.as_str())
+            .collect::<Vec<_>>(),
+        vec!["InvalidReplicationFactor"]
+    );
+}
