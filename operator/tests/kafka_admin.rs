@@ -21,33 +21,32 @@ const BROKER_ID: i32 = 1;
 struct DevBroker {
     child: Child,
     addr: String,
+    metrics_addr: String,
     data: tempfile::TempDir,
 }
 
 impl DevBroker {
     async fn start() -> DevBroker {
-        let bin = broker_binary();
         let data = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let metrics_port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(data.path().join("broker.log")).expect("log file");
-        let child = Command::new(&bin)
-            .arg("dev")
-            .arg("--listen")
-            .arg(&addr)
-            .arg("--data-dir")
-            .arg(data.path().join("data"))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut broker = DevBroker { child, addr, data };
+        let addr = format!("127.0.0.1:{}", free_port());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let child = spawn(&addr, &metrics_addr, &data);
+        let mut broker = DevBroker {
+            child,
+            addr,
+            metrics_addr,
+            data,
+        };
         broker.wait_until_serving().await;
         broker
+    }
+
+    /// Kills the process and starts a new one on the same port and data.
+    async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.addr, &self.metrics_addr, &self.data);
+        self.wait_until_serving().await;
     }
 
     fn bootstrap(&self) -> Vec<String> {
@@ -94,6 +93,28 @@ impl Drop for DevBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(addr: &str, metrics_addr: &str, data: &tempfile::TempDir) -> Child {
+    let bin = broker_binary();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.path().join("broker.log"))
+        .expect("log file");
+    Command::new(&bin)
+        .arg("dev")
+        .arg("--listen")
+        .arg(addr)
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--metrics-listen")
+        .arg(metrics_addr)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 fn broker_binary() -> PathBuf {
@@ -382,6 +403,18 @@ async fn admin_calls_against_a_dev_broker() {
         }])
         .await;
     assert_eq!(kafka_code(cancel), ResponseError::NoReassignmentInProgress);
+
+    // The broker restarts under the client: the broken connection is dropped and the
+    // call retried on a new one.
+    let mut broker = broker;
+    broker.restart().await;
+    let t = admin
+        .describe_topic("payments")
+        .await
+        .expect("Metadata after a restart")
+        .expect("the topic survives a restart");
+    assert_eq!(t.topic_id, Some(id));
+    assert_eq!(t.partitions.len(), 5);
 
     // DeleteTopics; deleting again names the missing topic.
     admin.delete_topic("payments").await.expect("DeleteTopics");
