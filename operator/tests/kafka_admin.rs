@@ -28,8 +28,9 @@ struct DevBroker {
 impl DevBroker {
     async fn start() -> DevBroker {
         let data = tempfile::tempdir().expect("temp dir");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let ports = free_ports("127.0.0.1", 2);
+        let addr = format!("127.0.0.1:{}", ports[0]);
+        let metrics_addr = format!("127.0.0.1:{}", ports[1]);
         let child = spawn(&addr, &metrics_addr, &data);
         let mut broker = DevBroker {
             child,
@@ -149,11 +150,30 @@ fn broker_binary() -> PathBuf {
         })
 }
 
+/// `n` distinct ports free on `ip`, below the kernel's ephemeral range (from 32768) so
+/// that no outgoing connection of a parallel test takes one before the broker binds it.
+fn free_ports(ip: &str, n: usize) -> Vec<u16> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().rotate_left(16);
+    let start = 20_000 + seed % 12_000;
+    // Held until all are found, so the `n` are distinct.
+    let mut held = Vec::new();
+    for offset in 0..12_000 {
+        let port = (20_000 + (start - 20_000 + offset) % 12_000) as u16;
+        if let Ok(listener) = TcpListener::bind((ip, port)) {
+            held.push((port, listener));
+            if held.len() == n {
+                return held.into_iter().map(|(port, _)| port).collect();
+            }
+        }
+    }
+    panic!("no {n} free ports on {ip} in 20000..32000");
+}
+
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    free_ports("127.0.0.1", 1)[0]
 }
 
 fn test_config() -> AdminConfig {
@@ -619,5 +639,234 @@ async fn topic_reconcile_end_to_end() {
             .map(|p| p.reason.as_str())
             .collect::<Vec<_>>(),
         vec!["InvalidReplicationFactor"]
+    );
+}
+
+/// Three `rill-broker run` nodes (broker and controller each) on 127.0.0.1..3, every
+/// process killed by its PID when dropped.
+struct RillCluster {
+    children: Vec<Child>,
+    bootstrap: Vec<String>,
+    data: tempfile::TempDir,
+}
+
+impl RillCluster {
+    async fn start(nodes: i32) -> RillCluster {
+        let bin = broker_binary();
+        let data = tempfile::tempdir().expect("temp dir");
+        let ip = |i: i32| format!("127.0.0.{i}");
+        let ports: Vec<(i32, u16, u16, u16)> = (1..=nodes)
+            .map(|i| {
+                let p = free_ports(&ip(i), 3);
+                (i, p[0], p[1], p[2])
+            })
+            .collect();
+        let voters = ports
+            .iter()
+            .map(|(i, _, controller, _)| format!("{i}@{}:{controller}", ip(*i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = RillCluster {
+            children: Vec::new(),
+            bootstrap: ports
+                .iter()
+                .map(|(i, kafka, _, _)| format!("{}:{kafka}", ip(*i)))
+                .collect(),
+            data,
+        };
+        for (i, kafka, controller, metrics) in &ports {
+            let dir = cluster.data.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let properties = format!(
+                "node.id={i}\n\
+                 process.roles=broker,controller\n\
+                 controller.quorum.voters={voters}\n\
+                 listeners=PLAINTEXT://{h}:{kafka},CONTROLLER://{h}:{controller}\n\
+                 advertised.listeners=PLAINTEXT://{h}:{kafka}\n\
+                 metrics.listen={h}:{metrics}\n\
+                 log.dirs={data}\n\
+                 default.replication.factor=1\n\
+                 broker.heartbeat.interval.ms=500\n",
+                h = ip(*i),
+                data = dir.join("data").display(),
+            );
+            let config = dir.join("server.properties");
+            std::fs::write(&config, properties).expect("server.properties");
+            let log = std::fs::File::create(dir.join("broker.log")).expect("log file");
+            let child = Command::new(&bin)
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            cluster.children.push(child);
+        }
+        cluster.wait_for_brokers(nodes as usize).await;
+        cluster
+    }
+
+    fn logs(&self) -> String {
+        (1..=self.children.len())
+            .map(|i| {
+                let path = self.data.path().join(format!("node{i}/broker.log"));
+                format!(
+                    "--- node {i}\n{}",
+                    std::fs::read_to_string(path).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Until every node is registered, unfenced and a controller is known, bounded.
+    async fn wait_for_brokers(&mut self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for child in &mut self.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("a rill-broker exited with {status}:\n{}", self.logs());
+                }
+            }
+            if let Ok(mut admin) = AdminClient::connect(&self.bootstrap, quick_config()).await {
+                if let Ok(c) = admin.describe_cluster().await {
+                    if c.controller_id > 0 && c.brokers.iter().filter(|b| !b.is_fenced).count() == n
+                    {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not come up within 60 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for RillCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn controller_routing_and_reassignments_on_a_three_node_cluster() {
+    let cluster = RillCluster::start(3).await;
+    let mut admin = AdminClient::connect(&cluster.bootstrap, test_config())
+        .await
+        .expect("admin client connects");
+
+    let described = admin.describe_cluster().await.expect("DescribeCluster");
+    assert_eq!(
+        described
+            .brokers
+            .iter()
+            .map(|b| b.node_id)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!((1..=3).contains(&described.controller_id));
+    assert_eq!(admin.brokers().len(), 3);
+    assert_eq!(
+        admin.brokers().values().cloned().collect::<Vec<_>>(),
+        cluster.bootstrap
+    );
+
+    // A replicated topic through the reconciler: RF 3, every replica in sync.
+    let spec = TopicSpecView {
+        name: "replicated".into(),
+        partitions: 3,
+        replication_factor: 3,
+        config: configs(&[("min.insync.replicas", "2")]),
+    };
+    let outcome = topic::reconcile_with(&mut admin, &spec, SpecStatus::Changed)
+        .await
+        .expect("reconcile");
+    assert!(outcome.ready(), "{outcome:?}");
+    assert_eq!(outcome.partitions, 3);
+    assert_eq!(outcome.replication_factor, 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = described_with_leaders(&mut admin, "replicated").await;
+        let in_sync = t.partitions.iter().all(|p| {
+            let mut isr = p.isr.clone();
+            isr.sort_unstable();
+            isr == vec![1, 2, 3] && p.replicas.len() == 3 && p.replicas.contains(&p.leader)
+        });
+        if in_sync {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ISR never reached 3: {t:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Move a single-replica partition to another broker and watch it finish.
+    admin
+        .create_topic("moving", 1, 1, &BTreeMap::new())
+        .await
+        .expect("CreateTopics");
+    let before = described_with_leaders(&mut admin, "moving").await;
+    let from = before.partitions[0].replicas.clone();
+    assert_eq!(from.len(), 1);
+    let to = if from[0] == 3 { 1 } else { from[0] + 1 };
+    admin
+        .alter_partition_reassignments(&[ReassignmentTarget {
+            topic: "moving".into(),
+            partition: 0,
+            replicas: Some(vec![to]),
+        }])
+        .await
+        .expect("AlterPartitionReassignments");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ongoing = admin
+            .list_partition_reassignments(None)
+            .await
+            .expect("ListPartitionReassignments");
+        // While it runs, Kafka's order: the target first, then the replica leaving.
+        for r in &ongoing {
+            assert_eq!(r.topic, "moving");
+            assert_eq!(r.partition, 0);
+            assert_eq!(r.replicas, vec![to, from[0]]);
+            assert_eq!(r.adding_replicas, vec![to]);
+            assert_eq!(r.removing_replicas, from);
+        }
+        let now = described_with_leaders(&mut admin, "moving").await;
+        if ongoing.is_empty() && now.partitions[0].replicas == vec![to] {
+            assert_eq!(now.partitions[0].leader, to);
+            assert_eq!(now.partitions[0].isr, vec![to]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reassignment did not finish: {ongoing:?} {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Nothing to cancel any more.
+    let cancel = admin
+        .alter_partition_reassignments(&[ReassignmentTarget {
+            topic: "moving".into(),
+            partition: 0,
+            replicas: None,
+        }])
+        .await;
+    assert_eq!(kafka_code(cancel), ResponseError::NoReassignmentInProgress);
+
+    topic::delete(&mut admin, "moving").await.expect("delete");
+    topic::delete(&mut admin, "replicated")
+        .await
+        .expect("delete");
+    assert_eq!(
+        admin.describe_topic("replicated").await.expect("Metadata"),
+        None
     );
 }
