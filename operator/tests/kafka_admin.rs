@@ -209,23 +209,39 @@ fn kafka_code(result: Result<impl std::fmt::Debug, AdminError>) -> ResponseError
     }
 }
 
-/// Waits (bounded) until every partition of `topic` has a leader, as a fresh topic's
-/// partitions may briefly answer LEADER_NOT_AVAILABLE.
+/// Waits (bounded) until `topic` shows with a leader for every partition: brokers learn
+/// a new topic a little after the controller, and its partitions may briefly answer
+/// LEADER_NOT_AVAILABLE.
 async fn described_with_leaders(admin: &mut AdminClient, topic: &str) -> TopicMetadata {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let t = admin
-            .describe_topic(topic)
-            .await
-            .expect("Metadata")
-            .expect("topic exists");
-        if t.partitions
-            .iter()
-            .all(|p| p.error.is_none() && p.leader >= 0)
-            || Instant::now() > deadline
-        {
-            return t;
+        let described = admin.describe_topic(topic).await.expect("Metadata");
+        if let Some(t) = &described {
+            if t.partitions
+                .iter()
+                .all(|p| p.error.is_none() && p.leader >= 0)
+            {
+                return t.clone();
+            }
         }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} has no leaders after 10 s: {described:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until no broker we ask still lists `topic`.
+async fn gone(admin: &mut AdminClient, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin
+        .describe_topic(topic)
+        .await
+        .expect("Metadata")
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "{topic} still listed after 10 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -865,8 +881,6 @@ async fn controller_routing_and_reassignments_on_a_three_node_cluster() {
     topic::delete(&mut admin, "replicated")
         .await
         .expect("delete");
-    assert_eq!(
-        admin.describe_topic("replicated").await.expect("Metadata"),
-        None
-    );
+    gone(&mut admin, "moving").await;
+    gone(&mut admin, "replicated").await;
 }

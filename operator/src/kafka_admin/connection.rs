@@ -114,16 +114,12 @@ impl Connection {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("rill-operator"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let mut body = self
-            .exchange(&request, API_VERSIONS_FIRST_TRY, "ApiVersions")
-            .await?;
+        let mut body = self.exchange(&request, API_VERSIONS_FIRST_TRY).await?;
         // Both encodings open with the error code; an old broker's refusal is in v0.
         let refused = body.len() >= 2
             && i16::from_be_bytes([body[0], body[1]]) == ResponseError::UnsupportedVersion.code();
         let version = if refused {
-            body = self
-                .exchange(&ApiVersionsRequest::default(), 0, "ApiVersions")
-                .await?;
+            body = self.exchange(&ApiVersionsRequest::default(), 0).await?;
             0
         } else {
             API_VERSIONS_FIRST_TRY
@@ -180,7 +176,7 @@ impl Connection {
         version: i16,
     ) -> Result<R::Response, AdminError> {
         let api = R::NAME;
-        let mut body = self.exchange(request, version, api).await?;
+        let mut body = self.exchange(request, version).await?;
         <R::Response as Decodable>::decode(&mut body, version)
             .map_err(|e| self.protocol(format!("undecodable {api} v{version} response: {e}")))
     }
@@ -190,11 +186,11 @@ impl Connection {
         &mut self,
         request: &R,
         version: i16,
-        api: &'static str,
     ) -> Result<Bytes, AdminError> {
+        let api = R::NAME;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let frame = self.encode(request, version, correlation_id, api)?;
+        let frame = self.encode(request, version, correlation_id)?;
         let timeout = self.timeout;
         let mut reply = match tokio::time::timeout(timeout, self.round_trip(&frame)).await {
             Ok(result) => result?,
@@ -225,8 +221,8 @@ impl Connection {
         request: &R,
         version: i16,
         correlation_id: i32,
-        api: &'static str,
     ) -> Result<BytesMut, AdminError> {
+        let api = R::NAME;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY as i16)
             .with_request_api_version(version)

@@ -14,8 +14,8 @@ mod error;
 mod operations;
 mod types;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::MetadataRequest;
 use kafka_protocol::ResponseError;
@@ -53,6 +53,9 @@ impl Default for AdminConfig {
     }
 }
 
+/// How long an address that could not be opened is skipped.
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(30);
+
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -68,10 +71,10 @@ pub struct AdminClient {
     controller_id: i32,
     /// Open connections by address.
     connections: HashMap<String, Connection>,
-    /// Advertised addresses this client could not open (e.g. pod DNS names seen from
-    /// outside the cluster); requests for them go to any reachable broker instead,
-    /// which forwards to the controller.
-    unreachable: HashSet<String>,
+    /// Advertised addresses this client could not open lately (e.g. pod DNS names seen
+    /// from outside the cluster), with when: for `UNREACHABLE_PAUSE` requests for them
+    /// go to any reachable broker instead, which forwards to the controller.
+    unreachable: HashMap<String, Instant>,
 }
 
 impl AdminClient {
@@ -84,17 +87,17 @@ impl AdminClient {
             brokers: BTreeMap::new(),
             controller_id: -1,
             connections: HashMap::new(),
-            unreachable: HashSet::new(),
+            unreachable: HashMap::new(),
         };
-        client
+        let response = client
             .call(
                 Target::AnyBroker,
                 "cluster",
                 |version| metadata_request(Some(&[]), version),
                 |_| None,
             )
-            .await
-            .map(|response| client.remember_cluster(&response))?;
+            .await?;
+        client.remember_cluster(&response);
         Ok(client)
     }
 
@@ -180,14 +183,16 @@ impl AdminClient {
 
     /// The address of an open connection to `target`, opening one if needed.
     async fn address_for(&mut self, target: Target) -> Result<String, AdminError> {
+        self.unreachable
+            .retain(|_, since| since.elapsed() < UNREACHABLE_PAUSE);
         if target == Target::Controller {
             if let Some(addr) = self.brokers.get(&self.controller_id).cloned() {
-                if !self.unreachable.contains(&addr) {
+                if !self.unreachable.contains_key(&addr) {
                     match self.open(&addr).await {
                         Ok(()) => return Ok(addr),
                         Err(e) => {
                             tracing::warn!(%addr, error = %e, "controller unreachable, using another broker");
-                            self.unreachable.insert(addr);
+                            self.unreachable.insert(addr, Instant::now());
                         }
                     }
                 }
@@ -198,7 +203,7 @@ impl AdminClient {
         }
         let mut candidates: Vec<String> = self.bootstrap.clone();
         for addr in self.brokers.values() {
-            if !candidates.contains(addr) && !self.unreachable.contains(addr) {
+            if !candidates.contains(addr) && !self.unreachable.contains_key(addr) {
                 candidates.push(addr.clone());
             }
         }

@@ -94,6 +94,21 @@ impl Plan {
     pub fn is_noop(&self) -> bool {
         self.actions.is_empty()
     }
+
+    /// Whether `observed` shows every action done. Brokers learn metadata changes a
+    /// little after the controller commits them, so a read right after a write may
+    /// not show it yet.
+    pub fn is_visible_in(&self, observed: Option<&ObservedTopic>) -> bool {
+        self.actions.iter().all(|action| match (action, observed) {
+            (_, None) => false,
+            (Action::Create { .. }, Some(_)) => true,
+            (Action::CreatePartitions { total }, Some(o)) => o.partitions >= *total,
+            (Action::AlterConfigs { set, delete }, Some(o)) => {
+                set.iter().all(|(k, v)| o.configs.get(k) == Some(v))
+                    && delete.iter().all(|k| !o.configs.contains_key(k))
+            }
+        })
+    }
 }
 
 pub fn plan(spec: &TopicSpecView, observed: Option<&ObservedTopic>, status: SpecStatus) -> Plan {
@@ -358,6 +373,35 @@ mod tests {
                 Action::CreatePartitions { total: 4 },
             ]
         );
+    }
+
+    #[test]
+    fn a_plan_is_visible_once_every_action_shows() {
+        let s = spec(4, 1, &[("retention.ms", "1000")]);
+        let p = plan(
+            &s,
+            Some(&observed(2, 1, &[("cleanup.policy", "compact")])),
+            SpecStatus::Changed,
+        );
+        assert!(!p.is_visible_in(None));
+        assert!(!p.is_visible_in(Some(&observed(2, 1, &[("cleanup.policy", "compact")]))));
+        assert!(!p.is_visible_in(Some(&observed(
+            4,
+            1,
+            &[("retention.ms", "1000"), ("cleanup.policy", "compact")]
+        ))));
+        assert!(!p.is_visible_in(Some(&observed(3, 1, &[("retention.ms", "1000")]))));
+        assert!(p.is_visible_in(Some(&observed(4, 1, &[("retention.ms", "1000")]))));
+
+        let create = plan(&s, None, SpecStatus::Changed);
+        assert!(!create.is_visible_in(None));
+        assert!(create.is_visible_in(Some(&observed(4, 1, &[("retention.ms", "1000")]))));
+        let noop = plan(
+            &s,
+            Some(&observed(4, 1, &[("retention.ms", "1000")])),
+            SpecStatus::Applied,
+        );
+        assert!(noop.is_visible_in(None), "nothing to wait for");
     }
 
     #[test]

@@ -5,11 +5,17 @@
 //! outcome, as it will not go away until the spec changes.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 
 use super::plan::{plan, Action, ObservedTopic, Plan, Refusal, SpecStatus, TopicSpecView};
 use crate::kafka_admin::{AdminClient, AdminConfig, AdminError, KafkaError, TopicId};
+
+/// How long a reconcile waits for what it applied to show in the metadata of the
+/// broker it reads from, and how often it looks.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+const SETTLE_POLL: Duration = Duration::from_millis(100);
 
 /// Why a topic is not as its spec says, for a status condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +183,8 @@ pub async fn reconcile_with(
     };
     let after = if plan.is_noop() {
         before
+    } else if applied_all {
+        settle(admin, &plan).await?
     } else {
         observe(admin, &spec.name).await?
     };
@@ -196,6 +204,19 @@ pub async fn reconcile_with(
         },
         problems,
     })
+}
+
+/// Observes until the applied plan shows (bounded by `SETTLE_TIMEOUT`), then reports
+/// what is there.
+async fn settle(admin: &mut AdminClient, plan: &Plan) -> Result<Option<ObservedTopic>, AdminError> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let observed = observe(admin, &plan.topic).await?;
+        if plan.is_visible_in(observed.as_ref()) || Instant::now() >= deadline {
+            return Ok(observed);
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
 }
 
 /// Deletes the topic; one that does not exist counts as deleted.
