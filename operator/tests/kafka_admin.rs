@@ -632,6 +632,8 @@ async fn topic_reconcile_end_to_end() {
         "{problem:?}"
     );
     assert!(!outcome.drift_was_corrected());
+    assert_eq!(outcome.applied, vec![]);
+    assert_eq!(outcome.topic_id, Some(id));
 
     // Delete, and delete again: both succeed.
     topic::delete(&mut admin, "orders").await.expect("delete");

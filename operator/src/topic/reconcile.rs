@@ -113,39 +113,59 @@ pub async fn observe(
 /// topic that already exists counts as done (a retried create, or a race); the next
 /// reconcile sees what is there.
 pub async fn apply_plan(admin: &mut AdminClient, plan: &Plan) -> Result<(), AdminError> {
+    apply_actions(admin, plan).await.1
+}
+
+/// The actions applied before the first failure, and that failure.
+async fn apply_actions(
+    admin: &mut AdminClient,
+    plan: &Plan,
+) -> (Vec<Action>, Result<(), AdminError>) {
+    let mut applied = Vec::new();
     for action in &plan.actions {
-        match action {
-            Action::Create {
-                partitions,
-                replication_factor,
-                configs,
-            } => {
-                match admin
-                    .create_topic(&plan.topic, *partitions, *replication_factor, configs)
-                    .await
-                {
-                    Ok(created) => {
-                        tracing::info!(topic = %plan.topic, id = ?created.topic_id.map(|i| i.to_string()), partitions, "created topic")
-                    }
-                    Err(e) if e.is(ResponseError::TopicAlreadyExists) => {
-                        tracing::info!(topic = %plan.topic, "topic already exists")
-                    }
-                    Err(e) => return Err(e),
-                }
+        if let Err(e) = apply(admin, &plan.topic, action).await {
+            return (applied, Err(e));
+        }
+        applied.push(action.clone());
+    }
+    (applied, Ok(()))
+}
+
+async fn apply(admin: &mut AdminClient, topic: &str, action: &Action) -> Result<(), AdminError> {
+    match action {
+        Action::Create {
+            partitions,
+            replication_factor,
+            configs,
+        } => match admin
+            .create_topic(topic, *partitions, *replication_factor, configs)
+            .await
+        {
+            Ok(created) => {
+                let id = created.topic_id.map(|i| i.to_string());
+                tracing::info!(topic, ?id, partitions, "created topic");
+                Ok(())
             }
-            Action::CreatePartitions { total } => {
-                admin.create_partitions(&plan.topic, *total).await?;
-                tracing::info!(topic = %plan.topic, total, "added partitions");
+            Err(e) if e.is(ResponseError::TopicAlreadyExists) => {
+                tracing::info!(topic, "topic already exists");
+                Ok(())
             }
-            Action::AlterConfigs { set, delete } => {
-                admin
-                    .incremental_alter_topic_configs(&plan.topic, set, delete)
-                    .await?;
-                tracing::info!(topic = %plan.topic, set = ?set.keys().collect::<Vec<_>>(), delete = ?delete, "altered topic configs");
-            }
+            Err(e) => Err(e),
+        },
+        Action::CreatePartitions { total } => {
+            admin.create_partitions(topic, *total).await?;
+            tracing::info!(topic, total, "added partitions");
+            Ok(())
+        }
+        Action::AlterConfigs { set, delete } => {
+            admin
+                .incremental_alter_topic_configs(topic, set, delete)
+                .await?;
+            let set: Vec<&String> = set.keys().collect();
+            tracing::info!(topic, ?set, ?delete, "altered topic configs");
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// Connects to `bootstrap` and reconciles one topic (see `reconcile_with`).
@@ -172,36 +192,38 @@ pub async fn reconcile_with(
         tracing::warn!(topic = %spec.name, configs = ?plan.drift, "configs changed out of band; restoring the spec");
     }
     let mut problems: Vec<TopicProblem> = plan.refused.iter().map(TopicProblem::from).collect();
-    let applied_all = match apply_plan(admin, &plan).await {
-        Ok(()) => true,
+    let (applied, result) = apply_actions(admin, &plan).await;
+    match result {
+        Ok(()) => {}
         // The broker rejected the spec (INVALID_CONFIG, INVALID_REPLICATION_FACTOR, ...).
         Err(AdminError::Kafka { error, .. }) if !error.is_retriable() => {
             problems.push(TopicProblem::from(&error));
-            false
         }
         Err(e) => return Err(e),
-    };
-    let after = if plan.is_noop() {
+    }
+    let after = if applied.is_empty() {
         before
-    } else if applied_all {
-        settle(admin, &plan).await?
     } else {
-        observe(admin, &spec.name).await?
+        let done = Plan {
+            actions: applied.clone(),
+            ..plan.clone()
+        };
+        settle(admin, &done).await?
+    };
+    let drift_corrected = if applied
+        .iter()
+        .any(|a| matches!(a, Action::AlterConfigs { .. }))
+    {
+        plan.drift.clone()
+    } else {
+        BTreeSet::new()
     };
     Ok(TopicOutcome {
         topic_id: after.as_ref().and_then(|t| t.id),
         partitions: after.as_ref().map_or(0, |t| t.partitions),
         replication_factor: after.as_ref().map_or(0, |t| t.replication_factor),
-        applied: if applied_all {
-            plan.actions.clone()
-        } else {
-            Vec::new()
-        },
-        drift_corrected: if applied_all {
-            plan.drift.clone()
-        } else {
-            BTreeSet::new()
-        },
+        applied,
+        drift_corrected,
         problems,
     })
 }
