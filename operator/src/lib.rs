@@ -1,1 +1,3 @@
 //! Rill operator: reconciles `Cluster` and `Topic` resources (group `rill.dev`).
+pub mod kafka_admin;
+pub mod topic;
