@@ -1,1 +1,4 @@
 //! Rill operator: reconciles `Cluster` and `Topic` resources (group `rill.dev`).
+
+pub mod crd;
+// pub mod kafka_admin; pub mod topic;
