@@ -62,7 +62,8 @@ pub struct TopicSpec {
     pub partitions: i32,
 
     /// Replicas of each partition. Immutable for now.
-    #[schemars(range(min = 1))]
+    // int32 in the schema: the apiserver warns on the unknown format int16.
+    #[schemars(with = "i32", range(min = 1, max = 32767))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("replicationFactor is immutable"))]
     pub replication_factor: i16,
 
@@ -100,6 +101,7 @@ pub struct TopicStatus {
     pub partitions: Option<i32>,
     /// Replication factor the topic has in Kafka.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i32>")]
     pub replication_factor: Option<i16>,
     /// Ready (and others the Topic reconciler sets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
