@@ -1,0 +1,5 @@
+//! The `Cluster` reconciler, as a pipeline: validate (pure) -> build every desired object
+//! (pure) -> apply in a fixed order -> roll outdated pods one at a time -> status.
+
+pub mod build;
+pub mod validate;
