@@ -1,0 +1,173 @@
+//! Apply: the built objects go to the apiserver by server-side apply, one field manager,
+//! forced, in a fixed order (ServiceAccount, ConfigMap, Services, PDB, StatefulSet last, so
+//! pods never start before what they mount and resolve exists).
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::build::{selector_string, Desired, DATA_VOLUME};
+use super::validate::parse_quantity;
+use crate::crd::cluster::{Cluster, ClusterStatus};
+use crate::Error;
+
+/// The one field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "rill-operator";
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    Ok(api
+        .patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await?)
+}
+
+/// Applies every object; returns the StatefulSet as the apiserver has it now.
+pub async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    desired: Desired,
+) -> Result<StatefulSet, Error> {
+    apply(client, namespace, &desired.service_account).await?;
+    apply(client, namespace, &desired.config_map).await?;
+    apply(client, namespace, &desired.headless_service).await?;
+    apply(client, namespace, &desired.bootstrap_service).await?;
+    apply(client, namespace, &desired.pdb).await?;
+
+    let mut sts = desired.stateful_set;
+    let name = sts.name_any();
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    if let Some(existing) = api.get_opt(&name).await? {
+        // volumeClaimTemplates are immutable: keep the existing ones and grow the PVCs
+        // themselves when the requested size went up.
+        let existing_claims = existing.spec.and_then(|s| s.volume_claim_templates);
+        if let Some(spec) = sts.spec.as_mut() {
+            let wanted = spec
+                .volume_claim_templates
+                .as_ref()
+                .and_then(|c| c.first())
+                .and_then(claim_size);
+            spec.volume_claim_templates = existing_claims;
+            if let Some(size) = wanted {
+                let replicas = spec.replicas.unwrap_or(0);
+                expand_volumes(client, namespace, &name, replicas, &size).await;
+            }
+        }
+    }
+    apply(client, namespace, &sts).await
+}
+
+fn claim_size(claim: &PersistentVolumeClaim) -> Option<String> {
+    let requests = claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?;
+    Some(requests.get("storage")?.0.clone())
+}
+
+/// Raises `resources.requests.storage` of each broker's PVC below `size`. Volume expansion
+/// depends on the StorageClass; a refusal is logged, not fatal to the rest of the reconcile.
+async fn expand_volumes(client: &Client, namespace: &str, sts: &str, replicas: i32, size: &str) {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let Some(wanted) = parse_quantity(size) else {
+        return;
+    };
+    for ordinal in 0..replicas {
+        let pvc_name = format!("{DATA_VOLUME}-{sts}-{ordinal}");
+        let current = match api.get_opt(&pvc_name).await {
+            Ok(Some(pvc)) => claim_size(&pvc),
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(pvc = %pvc_name, error = %e, "reading PVC for expansion");
+                continue;
+            }
+        };
+        if current
+            .as_deref()
+            .and_then(parse_quantity)
+            .is_some_and(|c| c >= wanted)
+        {
+            continue;
+        }
+        let patch = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match api.patch(&pvc_name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => info!(pvc = %pvc_name, size, "expanding volume"),
+            Err(e) => warn!(pvc = %pvc_name, size, error = %e, "volume expansion refused"),
+        }
+    }
+}
+
+/// The cluster's broker pods, read from the apiserver (not a cache): the rolling restart
+/// must not act on a pod list older than its last delete.
+pub async fn list_pods(client: &Client, namespace: &str, cluster: &str) -> Result<Vec<Pod>, Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = api
+        .list(&ListParams::default().labels(&selector_string(cluster)))
+        .await?;
+    Ok(pods.items)
+}
+
+/// Deletes one broker pod, only if it is still the pod that was judged outdated.
+pub async fn delete_pod(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    uid: Option<String>,
+) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(pod, &params).await {
+        Ok(_) => Ok(()),
+        // Already gone or replaced: the next reconcile sees the new pod.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the status subresource, by server-side apply with the same field manager.
+pub async fn patch_status(
+    client: &Client,
+    cluster: &Cluster,
+    status: &ClusterStatus,
+) -> Result<(), Error> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<Cluster> = Api::namespaced(client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": "rill.dev/v1alpha1",
+        "kind": "Cluster",
+        "status": status,
+    });
+    api.patch_status(&cluster.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
