@@ -1,7 +1,10 @@
 //! Rill operator: reconciles `Cluster` and `Topic` resources (group `rill.dev`).
 
 pub mod cluster;
+pub mod controller;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
 // pub mod kafka_admin; pub mod topic;
 
 /// Errors of a reconcile; each has a short label for the errors metric.

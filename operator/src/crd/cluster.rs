@@ -1,5 +1,8 @@
 //! `Cluster`: a set of Rill brokers run as one StatefulSet.
 
+// Each printcolumn(...) repeats `type_ = ...`; clippy takes that for a duplicate attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};

@@ -1,5 +1,8 @@
 //! `Topic`: a Kafka topic of a Rill `Cluster`.
 
+// Each printcolumn(...) repeats `type_ = ...`; clippy takes that for a duplicate attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
