@@ -327,4 +327,77 @@ mod tests {
             Duration::from_secs(9)
         );
     }
+
+    fn config() -> LeaderConfig {
+        LeaderConfig::new("ops".into(), "rill-operator".into(), "a".into())
+    }
+
+    fn lease_json(holder: &str, rv: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "rill-operator", "namespace": "ops", "resourceVersion": rv},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 4}})
+    }
+
+    #[tokio::test]
+    async fn creates_the_lease_when_there_is_none() {
+        let (client, log) = crate::mock_api::client(|r| match r.method.as_str() {
+            "GET" => crate::mock_api::not_found(),
+            _ => (201, r.body.clone()),
+        });
+        let mut elector = LeaderElector::new(client, config());
+        assert!(elector.try_acquire_or_renew().await.unwrap());
+        let log = log.lock().unwrap();
+        assert_eq!(
+            log[1].line(),
+            "POST /apis/coordination.k8s.io/v1/namespaces/ops/leases"
+        );
+        assert_eq!(log[1].body["spec"]["holderIdentity"], "a");
+        assert_eq!(log[1].body["spec"]["leaseDurationSeconds"], 15);
+    }
+
+    #[tokio::test]
+    async fn follows_a_live_holder_without_writing_and_loses_a_write_race() {
+        let (client, log) = crate::mock_api::client(|_| (200, lease_json("b", "7")));
+        let mut elector = LeaderElector::new(client, config());
+        assert!(!elector.try_acquire_or_renew().await.unwrap());
+        assert!(log.lock().unwrap().iter().all(|r| r.method == "GET"));
+
+        // Released by its holder: we try to take it, but another replica wrote first.
+        let (client, log) = crate::mock_api::client(|r| match r.method.as_str() {
+            "GET" => (200, lease_json("", "8")),
+            _ => crate::mock_api::conflict(),
+        });
+        let mut elector = LeaderElector::new(client, config());
+        assert!(!elector.try_acquire_or_renew().await.unwrap());
+        let log = log.lock().unwrap();
+        assert_eq!(log[1].method, "PUT");
+        assert_eq!(log[1].body["metadata"]["resourceVersion"], "8");
+        assert_eq!(log[1].body["spec"]["holderIdentity"], "a");
+        assert_eq!(log[1].body["spec"]["leaseTransitions"], 5);
+    }
+
+    #[tokio::test]
+    async fn release_empties_the_holder_only_when_it_is_us() {
+        let (client, log) = crate::mock_api::client(|r| match r.method.as_str() {
+            "GET" => (200, lease_json("a", "9")),
+            _ => (200, r.body.clone()),
+        });
+        LeaderElector::new(client, config())
+            .release()
+            .await
+            .unwrap();
+        {
+            let log = log.lock().unwrap();
+            assert_eq!(log[1].method, "PUT");
+            assert_eq!(log[1].body["spec"].get("holderIdentity"), None);
+            assert_eq!(log[1].body["spec"]["leaseDurationSeconds"], 1);
+        }
+
+        let (client, log) = crate::mock_api::client(|_| (200, lease_json("b", "9")));
+        LeaderElector::new(client, config())
+            .release()
+            .await
+            .unwrap();
+        assert_eq!(log.lock().unwrap().len(), 1, "only the GET");
+    }
 }

@@ -5,6 +5,8 @@ pub mod controller;
 pub mod crd;
 pub mod leader;
 pub mod metrics;
+#[cfg(test)]
+pub(crate) mod mock_api;
 // pub mod kafka_admin; pub mod topic;
 
 /// Errors of a reconcile; each has a short label for the errors metric.

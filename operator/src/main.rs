@@ -27,9 +27,10 @@ struct Args {
     /// Address of /metrics and /healthz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// Namespace of the leader Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    lease_namespace: String,
+    /// Namespace of the leader Lease; defaults to the operator's own namespace (in-cluster)
+    /// or the kubeconfig's.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
     /// Name of the leader Lease.
     #[arg(long, env = "LEASE_NAME", default_value = "rill-operator")]
     lease_name: String,
@@ -61,6 +62,10 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
     let metrics = Arc::new(Metrics::new());
     let listener = metrics::bind(args.metrics_addr)
         .await
@@ -80,11 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let (leader_tx, mut leader_rx) = watch::channel(false);
     let elector = LeaderElector::new(
         client.clone(),
-        LeaderConfig::new(
-            args.lease_namespace.clone(),
-            args.lease_name.clone(),
-            identity,
-        ),
+        LeaderConfig::new(lease_namespace, args.lease_name.clone(), identity),
     );
     // Stopped only after the controller: the Lease is released once nothing writes anymore.
     let (election_stop_tx, election_stop_rx) = watch::channel(false);

@@ -171,3 +171,150 @@ pub async fn patch_status(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::build::build;
+    use crate::cluster::validate::validate;
+    use crate::mock_api::{self, Recorded};
+    use serde_json::Value;
+
+    fn desired(size: &str) -> Desired {
+        let cluster: Cluster = serde_yaml::from_str(&format!(
+            "apiVersion: rill.dev/v1alpha1\nkind: Cluster\n\
+             metadata: {{name: x, namespace: ns, uid: u1}}\nspec: {{storage: {{size: {size}}}}}\n"
+        ))
+        .unwrap();
+        build(&validate(&cluster).unwrap())
+    }
+
+    /// Server-side apply answers with the applied object.
+    fn echo(r: &Recorded) -> (u16, Value) {
+        (200, r.body.clone())
+    }
+
+    #[tokio::test]
+    async fn applies_every_object_in_order_with_one_forced_field_manager() {
+        let (client, log) = mock_api::client(|r| match r.method.as_str() {
+            "GET" => mock_api::not_found(),
+            _ => echo(r),
+        });
+        apply_all(&client, "ns", desired("10Gi")).await.unwrap();
+        let log = log.lock().unwrap();
+        let lines: Vec<String> = log.iter().map(Recorded::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "PATCH /api/v1/namespaces/ns/serviceaccounts/x-broker",
+                "PATCH /api/v1/namespaces/ns/configmaps/x-config",
+                "PATCH /api/v1/namespaces/ns/services/x-brokers",
+                "PATCH /api/v1/namespaces/ns/services/x-bootstrap",
+                "PATCH /apis/policy/v1/namespaces/ns/poddisruptionbudgets/x",
+                "GET /apis/apps/v1/namespaces/ns/statefulsets/x",
+                "PATCH /apis/apps/v1/namespaces/ns/statefulsets/x",
+            ]
+        );
+        for r in log.iter().filter(|r| r.method == "PATCH") {
+            assert_eq!(r.content_type, "application/apply-patch+yaml", "{}", r.uri);
+            assert!(r.uri.contains("fieldManager=rill-operator"), "{}", r.uri);
+            assert!(r.uri.contains("force=true"), "{}", r.uri);
+        }
+        assert_eq!(log[0].body["kind"], "ServiceAccount");
+        assert_eq!(log[6].body["kind"], "StatefulSet");
+        assert_eq!(log[6].body["apiVersion"], "apps/v1");
+    }
+
+    #[tokio::test]
+    async fn a_bigger_size_grows_the_pvcs_and_keeps_the_immutable_claim_templates() {
+        let existing = serde_json::to_value(&desired("10Gi").stateful_set).unwrap();
+        let (client, log) = mock_api::client(move |r| match (r.method.as_str(), r.line()) {
+            ("GET", l) if l.ends_with("/statefulsets/x") => (200, existing.clone()),
+            ("GET", l) if l.ends_with("/data-x-2") => mock_api::not_found(),
+            ("GET", l) if l.contains("/persistentvolumeclaims/") => (
+                200,
+                serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "data-x-0"},
+                    "spec": {"resources": {"requests": {"storage": "10Gi"}}}}),
+            ),
+            _ => echo(r),
+        });
+        apply_all(&client, "ns", desired("20Gi")).await.unwrap();
+        let log = log.lock().unwrap();
+        let grown: Vec<(String, &Value)> = log
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.uri.contains("/persistentvolumeclaims/"))
+            .map(|r| {
+                (
+                    r.line(),
+                    &r.body["spec"]["resources"]["requests"]["storage"],
+                )
+            })
+            .collect();
+        assert_eq!(
+            grown,
+            [
+                (
+                    "PATCH /api/v1/namespaces/ns/persistentvolumeclaims/data-x-0".to_string(),
+                    &Value::from("20Gi")
+                ),
+                (
+                    "PATCH /api/v1/namespaces/ns/persistentvolumeclaims/data-x-1".to_string(),
+                    &Value::from("20Gi")
+                ),
+            ]
+        );
+        let pvc_patch = log
+            .iter()
+            .find(|r| r.uri.contains("/persistentvolumeclaims/data-x-0") && r.method == "PATCH")
+            .unwrap();
+        assert_eq!(pvc_patch.content_type, "application/merge-patch+json");
+        let sts = log.last().unwrap();
+        assert_eq!(
+            sts.line(),
+            "PATCH /apis/apps/v1/namespaces/ns/statefulsets/x"
+        );
+        assert_eq!(
+            sts.body["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+            "10Gi"
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_pod_sends_its_uid_as_precondition_and_tolerates_it_being_gone() {
+        let (client, log) = mock_api::client(|_| mock_api::not_found());
+        delete_pod(&client, "ns", "x-2", Some("uid-2".into()))
+            .await
+            .unwrap();
+        let log = log.lock().unwrap();
+        assert_eq!(log[0].line(), "DELETE /api/v1/namespaces/ns/pods/x-2");
+        assert_eq!(log[0].body["preconditions"]["uid"], "uid-2");
+    }
+
+    #[tokio::test]
+    async fn status_is_applied_to_the_status_subresource() {
+        let (client, log) = mock_api::client(|r| {
+            let mut body = r.body.clone();
+            body["metadata"] = serde_json::json!({"name": "x", "namespace": "ns"});
+            body["spec"] = serde_json::json!({"storage": {"size": "1Gi"}});
+            (200, body)
+        });
+        let cluster: Cluster = serde_yaml::from_str(
+            "apiVersion: rill.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x, namespace: ns}\nspec: {storage: {size: 1Gi}}\n",
+        )
+        .unwrap();
+        let status = ClusterStatus {
+            ready_brokers: 2,
+            ..ClusterStatus::default()
+        };
+        patch_status(&client, &cluster, &status).await.unwrap();
+        let log = log.lock().unwrap();
+        assert_eq!(
+            log[0].line(),
+            "PATCH /apis/rill.dev/v1alpha1/namespaces/ns/clusters/x/status"
+        );
+        assert!(log[0].uri.contains("fieldManager=rill-operator"));
+        assert_eq!(log[0].body["status"]["readyBrokers"], 2);
+        assert_eq!(log[0].body["kind"], "Cluster");
+    }
+}
