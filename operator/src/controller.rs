@@ -193,6 +193,7 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
                 stateful_set: sts.as_ref(),
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
+                scale_down_held: None,
             };
             apply::patch_status(client, cluster, &status::compute(cluster, &observed, &now))
                 .await?;
@@ -201,7 +202,8 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
         }
     };
 
-    let sts = apply::apply_all(client, &namespace, build::build(&validated)).await?;
+    let applied = apply::apply_all(client, &namespace, build::build(&validated)).await?;
+    let sts = applied.stateful_set;
     let pods = apply::list_pods(client, &namespace, &name).await?;
     // Stand-in for the metadata quorum's broker list until the Kafka admin client is
     // wired in: a broker opens its Kafka port (the readiness probe) only once registered
@@ -222,9 +224,11 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
         stateful_set: Some(&sts),
         pods: &pods,
         roll: &roll,
+        scale_down_held: applied.scale_down_held,
     };
     let new_status = status::compute(cluster, &observed, &now);
     let settled = roll == RollDecision::UpToDate
+        && applied.scale_down_held.is_none()
         && new_status.ready_brokers == validated.replicas
         && new_status.replicas == validated.replicas;
     if cluster.status.as_ref() != Some(&new_status) {
@@ -247,5 +251,147 @@ mod tests {
             .map(|n| backoff_delay(n).as_secs())
             .into();
         assert_eq!(secs, [5, 10, 20, 40, 160, 300, 300]);
+    }
+
+    use crate::cluster::rolling::REVISION_LABEL;
+    use crate::mock_api::{self, Recorded};
+    use serde_json::{json, Value};
+
+    fn cluster(spec: &str) -> Cluster {
+        serde_yaml::from_str(&format!(
+            "apiVersion: rill.dev/v1alpha1\nkind: Cluster\n\
+             metadata: {{name: x, namespace: ns, uid: u1, generation: 1}}\nspec: {spec}\n"
+        ))
+        .unwrap()
+    }
+
+    fn context(client: Client, leader: bool) -> Context {
+        let (tx, rx) = watch::channel(leader);
+        std::mem::forget(tx);
+        Context::new(client, Arc::new(Metrics::new()), rx)
+    }
+
+    fn pod_json(ordinal: i32, revision: &str) -> Value {
+        json!({"metadata": {"name": format!("x-{ordinal}"), "uid": format!("uid-{ordinal}"),
+                "labels": {REVISION_LABEL: revision}},
+               "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    }
+
+    /// An apiserver with a 3-broker StatefulSet at update revision `new` and pods at `revision`.
+    fn server(revision: &'static str) -> impl Fn(&Recorded) -> (u16, Value) + Send + Sync {
+        move |r| {
+            let line = r.line();
+            match r.method.as_str() {
+                "GET" if line.ends_with("/statefulsets/x") => mock_api::not_found(),
+                "GET" if line.ends_with("/pods") => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                           "items": (0..3).map(|i| pod_json(i, revision)).collect::<Vec<_>>()}),
+                ),
+                "PATCH" if line.ends_with("/statefulsets/x") => {
+                    let mut body = r.body.clone();
+                    body["metadata"]["generation"] = json!(1);
+                    body["status"] = json!({"replicas": 3, "observedGeneration": 1,
+                                            "updateRevision": "new"});
+                    (200, body)
+                }
+                "PATCH" if line.ends_with("/clusters/x/status") => {
+                    let mut body = serde_json::to_value(cluster("{storage: {size: 1Gi}}")).unwrap();
+                    body["status"] = r.body["status"].clone();
+                    (200, body)
+                }
+                "DELETE" => (200, pod_json(2, revision)),
+                _ => (200, r.body.clone()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outdated_ready_cluster_restarts_exactly_one_broker() {
+        let (client, log) = mock_api::client(server("old"));
+        let ctx = context(client, true);
+        let c = cluster("{storage: {size: 1Gi}}");
+        let action = reconcile_cluster(&c, &ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(BUSY_REQUEUE));
+        let log = log.lock().unwrap();
+        let deletes: Vec<String> = log
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(Recorded::line)
+            .collect();
+        assert_eq!(deletes, ["DELETE /api/v1/namespaces/ns/pods/x-2"]);
+        let status = &log
+            .iter()
+            .find(|r| r.line().ends_with("/clusters/x/status"))
+            .unwrap()
+            .body["status"];
+        let progressing = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Progressing")
+            .unwrap();
+        assert_eq!(progressing["reason"], "RollingRestart");
+        assert_eq!(status["readyBrokers"], 3);
+    }
+
+    #[tokio::test]
+    async fn an_up_to_date_ready_cluster_deletes_nothing_and_is_ready() {
+        let (client, log) = mock_api::client(server("new"));
+        let ctx = context(client, true);
+        let action = reconcile_cluster(&cluster("{storage: {size: 1Gi}}"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(action, Action::requeue(IDLE_REQUEUE));
+        let log = log.lock().unwrap();
+        assert!(log.iter().all(|r| r.method != "DELETE"));
+        let status = &log.last().unwrap().body["status"];
+        let ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(ready["status"], "True");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_cluster_only_gets_a_degraded_status() {
+        let (client, log) = mock_api::client(server("new"));
+        let ctx = context(client, true);
+        let c = cluster("{storage: {size: 1Gi}, config: {log.dirs: /tmp}}");
+        assert_eq!(
+            reconcile_cluster(&c, &ctx).await.unwrap(),
+            Action::await_change()
+        );
+        let log = log.lock().unwrap();
+        let writes: Vec<String> = log
+            .iter()
+            .filter(|r| r.method != "GET")
+            .map(Recorded::line)
+            .collect();
+        assert_eq!(
+            writes,
+            ["PATCH /apis/rill.dev/v1alpha1/namespaces/ns/clusters/x/status"]
+        );
+        let degraded = log.last().unwrap().body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .unwrap()
+            .clone();
+        assert_eq!(degraded["reason"], "OwnedConfigOverridden");
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_is_not_leader_does_not_touch_the_api() {
+        let (client, log) = mock_api::client(server("old"));
+        let ctx = Arc::new(context(client, false));
+        let action = reconcile(Arc::new(cluster("{storage: {size: 1Gi}}")), ctx)
+            .await
+            .unwrap();
+        assert_eq!(action, Action::await_change());
+        assert!(log.lock().unwrap().is_empty());
     }
 }

@@ -43,12 +43,23 @@ where
         .await?)
 }
 
-/// Applies every object; returns the StatefulSet as the apiserver has it now.
+/// What `apply_all` did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The StatefulSet as the apiserver has it now.
+    pub stateful_set: StatefulSet,
+    /// Set when `spec.replicas` asks for fewer brokers than run: the StatefulSet keeps this
+    /// many, because removing a broker before its partitions moved away loses replicas
+    /// (draining is a later issue).
+    pub scale_down_held: Option<i32>,
+}
+
+/// Applies every object in order.
 pub async fn apply_all(
     client: &Client,
     namespace: &str,
     desired: Desired,
-) -> Result<StatefulSet, Error> {
+) -> Result<Applied, Error> {
     apply(client, namespace, &desired.service_account).await?;
     apply(client, namespace, &desired.config_map).await?;
     apply(client, namespace, &desired.headless_service).await?;
@@ -58,7 +69,16 @@ pub async fn apply_all(
     let mut sts = desired.stateful_set;
     let name = sts.name_any();
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let mut scale_down_held = None;
     if let Some(existing) = api.get_opt(&name).await? {
+        let running = existing.spec.as_ref().and_then(|s| s.replicas);
+        if let (Some(spec), Some(running)) = (sts.spec.as_mut(), running) {
+            if spec.replicas.is_some_and(|wanted| wanted < running) {
+                warn!(statefulset = %name, running, wanted = ?spec.replicas, "holding a scale-down: brokers are not drained");
+                spec.replicas = Some(running);
+                scale_down_held = Some(running);
+            }
+        }
         // volumeClaimTemplates are immutable: keep the existing ones and grow the PVCs
         // themselves when the requested size went up.
         let existing_claims = existing.spec.and_then(|s| s.volume_claim_templates);
@@ -75,7 +95,10 @@ pub async fn apply_all(
             }
         }
     }
-    apply(client, namespace, &sts).await
+    Ok(Applied {
+        stateful_set: apply(client, namespace, &sts).await?,
+        scale_down_held,
+    })
 }
 
 fn claim_size(claim: &PersistentVolumeClaim) -> Option<String> {
@@ -316,5 +339,30 @@ mod tests {
         assert!(log[0].uri.contains("fieldManager=rill-operator"));
         assert_eq!(log[0].body["status"]["readyBrokers"], 2);
         assert_eq!(log[0].body["kind"], "Cluster");
+    }
+
+    #[tokio::test]
+    async fn a_scale_down_is_held_at_the_running_broker_count() {
+        let mut running = desired("10Gi").stateful_set;
+        running.spec.as_mut().unwrap().replicas = Some(5);
+        let existing = serde_json::to_value(&running).unwrap();
+        let (client, log) = mock_api::client(move |r| match r.method.as_str() {
+            "GET" => (200, existing.clone()),
+            _ => echo(r),
+        });
+        let applied = apply_all(&client, "ns", desired("10Gi")).await.unwrap();
+        assert_eq!(applied.scale_down_held, Some(5));
+        assert_eq!(applied.stateful_set.spec.unwrap().replicas, Some(5));
+        assert_eq!(
+            log.lock().unwrap().last().unwrap().body["spec"]["replicas"],
+            5
+        );
+
+        let (client, _) = mock_api::client(|r| match r.method.as_str() {
+            "GET" => mock_api::not_found(),
+            _ => echo(r),
+        });
+        let applied = apply_all(&client, "ns", desired("10Gi")).await.unwrap();
+        assert_eq!(applied.scale_down_held, None);
     }
 }

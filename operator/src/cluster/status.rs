@@ -29,6 +29,8 @@ pub struct Observed<'a> {
     pub stateful_set: Option<&'a StatefulSet>,
     pub pods: &'a [Pod],
     pub roll: &'a RollDecision,
+    /// Brokers kept running although `spec.replicas` is lower (see `apply::Applied`).
+    pub scale_down_held: Option<i32>,
 }
 
 /// The status to write. `now` stamps conditions whose status changed; the others keep
@@ -50,10 +52,18 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
     });
     let failing = observed.pods.iter().find_map(failing_container);
 
-    let degraded = match (&observed.validated, &failing) {
-        (Err(e), _) => (true, e.reason(), e.to_string()),
-        (Ok(_), Some(msg)) => (true, "BrokerFailing", msg.clone()),
-        (Ok(_), None) => (false, "AsExpected", String::new()),
+    let degraded = match (&observed.validated, &failing, observed.scale_down_held) {
+        (Err(e), _, _) => (true, e.reason(), e.to_string()),
+        (Ok(_), Some(msg), _) => (true, "BrokerFailing", msg.clone()),
+        (Ok(_), None, Some(running)) => (
+            true,
+            "ScaleDownBlocked",
+            format!(
+                "scaling down from {running} to {desired} brokers needs the brokers drained first, \
+                 which this operator version does not do; {running} brokers keep running"
+            ),
+        ),
+        (Ok(_), None, None) => (false, "AsExpected", String::new()),
     };
     let progressing = match (&observed.validated, observed.roll) {
         (Err(_), _) => (
@@ -61,6 +71,9 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
             "InvalidSpec",
             "the spec is refused; see Degraded".into(),
         ),
+        (Ok(_), _) if observed.scale_down_held.is_some() => {
+            (false, "ScaleDownBlocked", "see Degraded".into())
+        }
         (Ok(_), _) if !sts_current => (true, "Applying", "the StatefulSet is being updated".into()),
         (Ok(_), RollDecision::Restart { outdated, pod, .. }) => (
             true,
@@ -206,6 +219,7 @@ mod tests {
                 stateful_set: Some(&sts(3, "r")),
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
+                scale_down_held: None,
             },
             &at(100),
         );
@@ -240,6 +254,7 @@ mod tests {
                 stateful_set: None,
                 pods: &[],
                 roll: &RollDecision::UpToDate,
+                scale_down_held: None,
             },
             &at(100),
         );
@@ -278,6 +293,7 @@ mod tests {
                 stateful_set: Some(&sts(3, "r")),
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
+                scale_down_held: None,
             },
             &at(100),
         );
@@ -310,6 +326,7 @@ mod tests {
             stateful_set: Some(&sts(3, "new")),
             pods: &pods,
             roll: &roll,
+            scale_down_held: None,
         };
         let first = compute(&c, &observed, &at(100));
         let p = get(&first, PROGRESSING);
@@ -332,5 +349,37 @@ mod tests {
         assert_eq!(get(&second, READY).last_transition_time, at(100));
         assert_eq!(get(&second, PROGRESSING).status, "False");
         assert_eq!(get(&second, PROGRESSING).last_transition_time, at(200));
+    }
+
+    #[test]
+    fn a_held_scale_down_is_degraded_but_the_running_brokers_stay_ready() {
+        let mut c = cluster("  replicas: 3\n  storage: {size: 1Gi}\n");
+        c.spec.replicas = 3;
+        let v = validate(&c).unwrap();
+        let pods: Vec<_> = (0..5).map(|i| pod(i, "r", true)).collect();
+        let s = compute(
+            &c,
+            &Observed {
+                validated: Ok(&v),
+                stateful_set: Some(&sts(5, "r")),
+                pods: &pods,
+                roll: &RollDecision::UpToDate,
+                scale_down_held: Some(5),
+            },
+            &at(100),
+        );
+        let d = get(&s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "ScaleDownBlocked")
+        );
+        assert!(
+            d.message.starts_with("scaling down from 5 to 3 brokers"),
+            "{}",
+            d.message
+        );
+        assert_eq!(get(&s, READY).status, "True");
+        assert_eq!(get(&s, PROGRESSING).status, "False");
+        assert_eq!(s.replicas, 5);
     }
 }
