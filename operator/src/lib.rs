@@ -1,3 +1,34 @@
 //! Rill operator: reconciles `Cluster` and `Topic` resources (group `rill.dev`).
+
+pub mod cluster;
+pub mod controller;
+pub mod crd;
 pub mod kafka_admin;
+pub mod leader;
+pub mod metrics;
+#[cfg(test)]
+pub(crate) mod mock_api;
 pub mod topic;
+
+/// Errors of a reconcile; each has a short label for the errors metric.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+impl Error {
+    /// Value of the `reason` label of `rill_operator_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(e)) if e.code == 422 => "invalid",
+            Error::Kube(kube::Error::Api(e)) if e.code == 403 => "forbidden",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "client",
+            Error::MissingField(_) => "missing_field",
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Apply: the built objects go to the apiserver by server-side apply, one field manager,
+//! forced, in a fixed order (ServiceAccount, ConfigMap, Services, PDB, StatefulSet last, so
+//! pods never start before what they mount and resolve exists).
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::build::{selector_string, Desired, DATA_VOLUME};
+use super::validate::parse_quantity;
+use crate::crd::cluster::{Cluster, ClusterStatus};
+use crate::Error;
+
+/// The one field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "rill-operator";
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    Ok(api
+        .patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await?)
+}
+
+/// What `apply_all` did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The StatefulSet as the apiserver has it now.
+    pub stateful_set: StatefulSet,
+    /// Set when `spec.replicas` asks for fewer brokers than run: the StatefulSet keeps this
+    /// many, because removing a broker before its partitions moved away loses replicas
+    /// (draining is a later issue).
+    pub scale_down_held: Option<i32>,
+}
+
+/// Applies every object in order.
+pub async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    desired: Desired,
+) -> Result<Applied, Error> {
+    apply(client, namespace, &desired.service_account).await?;
+    apply(client, namespace, &desired.config_map).await?;
+    apply(client, namespace, &desired.headless_service).await?;
+    apply(client, namespace, &desired.bootstrap_service).await?;
+    apply(client, namespace, &desired.pdb).await?;
+
+    let mut sts = desired.stateful_set;
+    let name = sts.name_any();
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let mut scale_down_held = None;
+    if let Some(existing) = api.get_opt(&name).await? {
+        let running = existing.spec.as_ref().and_then(|s| s.replicas);
+        if let (Some(spec), Some(running)) = (sts.spec.as_mut(), running) {
+            if spec.replicas.is_some_and(|wanted| wanted < running) {
+                warn!(statefulset = %name, running, wanted = ?spec.replicas, "holding a scale-down: brokers are not drained");
+                spec.replicas = Some(running);
+                scale_down_held = Some(running);
+            }
+        }
+        // volumeClaimTemplates are immutable: keep the existing ones and grow the PVCs
+        // themselves when the requested size went up.
+        let existing_claims = existing.spec.and_then(|s| s.volume_claim_templates);
+        if let Some(spec) = sts.spec.as_mut() {
+            let wanted = spec
+                .volume_claim_templates
+                .as_ref()
+                .and_then(|c| c.first())
+                .and_then(claim_size);
+            spec.volume_claim_templates = existing_claims;
+            if let Some(size) = wanted {
+                let replicas = spec.replicas.unwrap_or(0);
+                expand_volumes(client, namespace, &name, replicas, &size).await;
+            }
+        }
+    }
+    Ok(Applied {
+        stateful_set: apply(client, namespace, &sts).await?,
+        scale_down_held,
+    })
+}
+
+fn claim_size(claim: &PersistentVolumeClaim) -> Option<String> {
+    let requests = claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?;
+    Some(requests.get("storage")?.0.clone())
+}
+
+/// Raises `resources.requests.storage` of each broker's PVC below `size`. Volume expansion
+/// depends on the StorageClass; a refusal is logged, not fatal to the rest of the reconcile.
+async fn expand_volumes(client: &Client, namespace: &str, sts: &str, replicas: i32, size: &str) {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let Some(wanted) = parse_quantity(size) else {
+        return;
+    };
+    for ordinal in 0..replicas {
+        let pvc_name = format!("{DATA_VOLUME}-{sts}-{ordinal}");
+        let current = match api.get_opt(&pvc_name).await {
+            Ok(Some(pvc)) => claim_size(&pvc),
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(pvc = %pvc_name, error = %e, "reading PVC for expansion");
+                continue;
+            }
+        };
+        if current
+            .as_deref()
+            .and_then(parse_quantity)
+            .is_some_and(|c| c >= wanted)
+        {
+            continue;
+        }
+        let patch = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match api.patch(&pvc_name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => info!(pvc = %pvc_name, size, "expanding volume"),
+            Err(e) => warn!(pvc = %pvc_name, size, error = %e, "volume expansion refused"),
+        }
+    }
+}
+
+/// The cluster's broker pods, read from the apiserver (not a cache): the rolling restart
+/// must not act on a pod list older than its last delete.
+pub async fn list_pods(client: &Client, namespace: &str, cluster: &str) -> Result<Vec<Pod>, Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = api
+        .list(&ListParams::default().labels(&selector_string(cluster)))
+        .await?;
+    Ok(pods.items)
+}
+
+/// Deletes one broker pod, only if it is still the pod that was judged outdated.
+pub async fn delete_pod(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    uid: Option<String>,
+) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(pod, &params).await {
+        Ok(_) => Ok(()),
+        // Already gone or replaced: the next reconcile sees the new pod.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the status subresource, by server-side apply with the same field manager.
+pub async fn patch_status(
+    client: &Client,
+    cluster: &Cluster,
+    status: &ClusterStatus,
+) -> Result<(), Error> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<Cluster> = Api::namespaced(client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": "rill.dev/v1alpha1",
+        "kind": "Cluster",
+        "status": status,
+    });
+    api.patch_status(&cluster.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::build::build;
+    use crate::cluster::validate::validate;
+    use crate::mock_api::{self, Recorded};
+    use serde_json::Value;
+
+    fn desired(size: &str) -> Desired {
+        let cluster: Cluster = serde_yaml::from_str(&format!(
+            "apiVersion: rill.dev/v1alpha1\nkind: Cluster\n\
+             metadata: {{name: x, namespace: ns, uid: u1}}\nspec: {{storage: {{size: {size}}}}}\n"
+        ))
+        .unwrap();
+        build(&validate(&cluster).unwrap())
+    }
+
+    /// Server-side apply answers with the applied object.
+    fn echo(r: &Recorded) -> (u16, Value) {
+        (200, r.body.clone())
+    }
+
+    #[tokio::test]
+    async fn applies_every_object_in_order_with_one_forced_field_manager() {
+        let (client, log) = mock_api::client(|r| match r.method.as_str() {
+            "GET" => mock_api::not_found(),
+            _ => echo(r),
+        });
+        apply_all(&client, "ns", desired("10Gi")).await.unwrap();
+        let log = log.lock().unwrap();
+        let lines: Vec<String> = log.iter().map(Recorded::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "PATCH /api/v1/namespaces/ns/serviceaccounts/x-broker",
+                "PATCH /api/v1/namespaces/ns/configmaps/x-config",
+                "PATCH /api/v1/namespaces/ns/services/x-brokers",
+                "PATCH /api/v1/namespaces/ns/services/x-bootstrap",
+                "PATCH /apis/policy/v1/namespaces/ns/poddisruptionbudgets/x",
+                "GET /apis/apps/v1/namespaces/ns/statefulsets/x",
+                "PATCH /apis/apps/v1/namespaces/ns/statefulsets/x",
+            ]
+        );
+        for r in log.iter().filter(|r| r.method == "PATCH") {
+            assert_eq!(r.content_type, "application/apply-patch+yaml", "{}", r.uri);
+            assert!(r.uri.contains("fieldManager=rill-operator"), "{}", r.uri);
+            assert!(r.uri.contains("force=true"), "{}", r.uri);
+        }
+        assert_eq!(log[0].body["kind"], "ServiceAccount");
+        assert_eq!(log[6].body["kind"], "StatefulSet");
+        assert_eq!(log[6].body["apiVersion"], "apps/v1");
+    }
+
+    #[tokio::test]
+    async fn a_bigger_size_grows_the_pvcs_and_keeps_the_immutable_claim_templates() {
+        let existing = serde_json::to_value(&desired("10Gi").stateful_set).unwrap();
+        let (client, log) = mock_api::client(move |r| match (r.method.as_str(), r.line()) {
+            ("GET", l) if l.ends_with("/statefulsets/x") => (200, existing.clone()),
+            ("GET", l) if l.ends_with("/data-x-2") => mock_api::not_found(),
+            ("GET", l) if l.contains("/persistentvolumeclaims/") => (
+                200,
+                serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "data-x-0"},
+                    "spec": {"resources": {"requests": {"storage": "10Gi"}}}}),
+            ),
+            _ => echo(r),
+        });
+        apply_all(&client, "ns", desired("20Gi")).await.unwrap();
+        let log = log.lock().unwrap();
+        let grown: Vec<(String, &Value)> = log
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.uri.contains("/persistentvolumeclaims/"))
+            .map(|r| {
+                (
+                    r.line(),
+                    &r.body["spec"]["resources"]["requests"]["storage"],
+                )
+            })
+            .collect();
+        assert_eq!(
+            grown,
+            [
+                (
+                    "PATCH /api/v1/namespaces/ns/persistentvolumeclaims/data-x-0".to_string(),
+                    &Value::from("20Gi")
+                ),
+                (
+                    "PATCH /api/v1/namespaces/ns/persistentvolumeclaims/data-x-1".to_string(),
+                    &Value::from("20Gi")
+                ),
+            ]
+        );
+        let pvc_patch = log
+            .iter()
+            .find(|r| r.uri.contains("/persistentvolumeclaims/data-x-0") && r.method == "PATCH")
+            .unwrap();
+        assert_eq!(pvc_patch.content_type, "application/merge-patch+json");
+        let sts = log.last().unwrap();
+        assert_eq!(
+            sts.line(),
+            "PATCH /apis/apps/v1/namespaces/ns/statefulsets/x"
+        );
+        assert_eq!(
+            sts.body["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+            "10Gi"
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_pod_sends_its_uid_as_precondition_and_tolerates_it_being_gone() {
+        let (client, log) = mock_api::client(|_| mock_api::not_found());
+        delete_pod(&client, "ns", "x-2", Some("uid-2".into()))
+            .await
+            .unwrap();
+        let log = log.lock().unwrap();
+        assert_eq!(log[0].line(), "DELETE /api/v1/namespaces/ns/pods/x-2");
+        assert_eq!(log[0].body["preconditions"]["uid"], "uid-2");
+    }
+
+    #[tokio::test]
+    async fn status_is_applied_to_the_status_subresource() {
+        let (client, log) = mock_api::client(|r| {
+            let mut body = r.body.clone();
+            body["metadata"] = serde_json::json!({"name": "x", "namespace": "ns"});
+            body["spec"] = serde_json::json!({"storage": {"size": "1Gi"}});
+            (200, body)
+        });
+        let cluster: Cluster = serde_yaml::from_str(
+            "apiVersion: rill.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x, namespace: ns}\nspec: {storage: {size: 1Gi}}\n",
+        )
+        .unwrap();
+        let status = ClusterStatus {
+            ready_brokers: 2,
+            ..ClusterStatus::default()
+        };
+        patch_status(&client, &cluster, &status).await.unwrap();
+        let log = log.lock().unwrap();
+        assert_eq!(
+            log[0].line(),
+            "PATCH /apis/rill.dev/v1alpha1/namespaces/ns/clusters/x/status"
+        );
+        assert!(log[0].uri.contains("fieldManager=rill-operator"));
+        assert_eq!(log[0].body["status"]["readyBrokers"], 2);
+        assert_eq!(log[0].body["kind"], "Cluster");
+    }
+
+    #[tokio::test]
+    async fn a_scale_down_is_held_at_the_running_broker_count() {
+        let mut running = desired("10Gi").stateful_set;
+        running.spec.as_mut().unwrap().replicas = Some(5);
+        let existing = serde_json::to_value(&running).unwrap();
+        let (client, log) = mock_api::client(move |r| match r.method.as_str() {
+            "GET" => (200, existing.clone()),
+            _ => echo(r),
+        });
+        let applied = apply_all(&client, "ns", desired("10Gi")).await.unwrap();
+        assert_eq!(applied.scale_down_held, Some(5));
+        assert_eq!(applied.stateful_set.spec.unwrap().replicas, Some(5));
+        assert_eq!(
+            log.lock().unwrap().last().unwrap().body["spec"]["replicas"],
+            5
+        );
+
+        let (client, _) = mock_api::client(|r| match r.method.as_str() {
+            "GET" => mock_api::not_found(),
+            _ => echo(r),
+        });
+        let applied = apply_all(&client, "ns", desired("10Gi")).await.unwrap();
+        assert_eq!(applied.scale_down_held, None);
+    }
+}

@@ -1,0 +1,385 @@
+//! Status: what the cluster looks like, computed from the observed StatefulSet and pods
+//! (pure), with the standard conditions Ready, Progressing and Degraded.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::build::{bootstrap_address, selector_string};
+use super::rolling::{is_ready, RollDecision};
+use super::validate::{ValidatedCluster, ValidationError};
+use crate::crd::cluster::{Cluster, ClusterStatus, DEFAULT_KAFKA_PORT};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Container waiting reasons that will not clear up by themselves.
+const FAILING_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+];
+
+/// What the reconcile saw: the validation outcome, the applied StatefulSet and its pods.
+pub struct Observed<'a> {
+    pub validated: Result<&'a ValidatedCluster, &'a ValidationError>,
+    pub stateful_set: Option<&'a StatefulSet>,
+    pub pods: &'a [Pod],
+    pub roll: &'a RollDecision,
+    /// Brokers kept running although `spec.replicas` is lower (see `apply::Applied`).
+    pub scale_down_held: Option<i32>,
+}
+
+/// The status to write. `now` stamps conditions whose status changed; the others keep
+/// their previous `lastTransitionTime`.
+pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> ClusterStatus {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let old = cluster.status.clone().unwrap_or_default();
+    let desired = cluster.spec.replicas;
+
+    let ready = observed.pods.iter().filter(|p| is_ready(p)).count() as i32;
+    let replicas = observed
+        .stateful_set
+        .and_then(|s| s.status.as_ref())
+        .map_or(0, |s| s.replicas);
+    let sts_current = observed.stateful_set.is_some_and(|s| {
+        s.status.as_ref().and_then(|st| st.observed_generation) >= s.metadata.generation
+    });
+    let failing = observed.pods.iter().find_map(failing_container);
+
+    let degraded = match (&observed.validated, &failing, observed.scale_down_held) {
+        (Err(e), _, _) => (true, e.reason(), e.to_string()),
+        (Ok(_), Some(msg), _) => (true, "BrokerFailing", msg.clone()),
+        (Ok(_), None, Some(running)) => (
+            true,
+            "ScaleDownBlocked",
+            format!(
+                "scaling down from {running} to {desired} brokers needs the brokers drained first, \
+                 which this operator version does not do; {running} brokers keep running"
+            ),
+        ),
+        (Ok(_), None, None) => (false, "AsExpected", String::new()),
+    };
+    let progressing = match (&observed.validated, observed.roll) {
+        (Err(_), _) => (
+            false,
+            "InvalidSpec",
+            "the spec is refused; see Degraded".into(),
+        ),
+        (Ok(_), _) if observed.scale_down_held.is_some() => {
+            (false, "ScaleDownBlocked", "see Degraded".into())
+        }
+        (Ok(_), _) if !sts_current => (true, "Applying", "the StatefulSet is being updated".into()),
+        (Ok(_), RollDecision::Restart { outdated, pod, .. }) => (
+            true,
+            "RollingRestart",
+            format!("{outdated} pods outdated; restarting {pod}"),
+        ),
+        (Ok(_), RollDecision::Wait { outdated, reason }) if *outdated > 0 => (
+            true,
+            "RollingRestart",
+            format!("{outdated} pods outdated; waiting: {reason}"),
+        ),
+        (Ok(_), _) if ready != desired || replicas != desired => (
+            true,
+            "Scaling",
+            format!("{ready} of {desired} brokers ready"),
+        ),
+        (Ok(_), _) => (false, "Stable", String::new()),
+    };
+    let warnings = observed
+        .validated
+        .map(|v| v.warnings.join("; "))
+        .unwrap_or_default();
+    let ready_condition = if observed.validated.is_ok() && ready >= desired {
+        let mut msg = format!("{ready} of {desired} brokers ready");
+        if !warnings.is_empty() {
+            msg.push_str(&format!("; warning: {warnings}"));
+        }
+        (true, "AllBrokersReady", msg)
+    } else {
+        (
+            false,
+            "BrokersNotReady",
+            format!("{ready} of {desired} brokers ready"),
+        )
+    };
+
+    let conditions = [
+        (READY, ready_condition),
+        (PROGRESSING, progressing),
+        (DEGRADED, degraded),
+    ]
+    .into_iter()
+    .map(|(type_, (status, reason, message))| {
+        condition(
+            &old.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        )
+    })
+    .collect();
+
+    let port = observed
+        .validated
+        .map_or(DEFAULT_KAFKA_PORT, |v| v.kafka_port);
+    ClusterStatus {
+        observed_generation: generation,
+        conditions,
+        ready_brokers: ready,
+        replicas,
+        cluster_id: old.cluster_id,
+        bootstrap: Some(bootstrap_address(&name, &namespace, port)),
+        selector: Some(selector_string(&name)),
+    }
+}
+
+/// `pod x-1: CrashLoopBackOff` for a pod whose broker container cannot start.
+fn failing_container(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|cs| {
+        let reason = cs.state.as_ref()?.waiting.as_ref()?.reason.as_deref()?;
+        FAILING_REASONS.contains(&reason).then(|| {
+            format!(
+                "pod {}: {reason}",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+    })
+}
+
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::rolling::tests::{pod, sts};
+    use crate::cluster::validate::validate;
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn cluster(spec: &str) -> Cluster {
+        let mut c: Cluster = serde_yaml::from_str(&format!(
+            "apiVersion: rill.dev/v1alpha1\nkind: Cluster\n\
+             metadata: {{name: x, namespace: ns, uid: u1, generation: 2}}\nspec:\n{spec}"
+        ))
+        .unwrap();
+        c.status = None;
+        c
+    }
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn get<'a>(s: &'a ClusterStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn all_brokers_ready_is_ready_and_stable() {
+        let c = cluster("  storage: {size: 1Gi}\n");
+        let v = validate(&c).unwrap();
+        let pods: Vec<_> = (0..3).map(|i| pod(i, "r", true)).collect();
+        let s = compute(
+            &c,
+            &Observed {
+                validated: Ok(&v),
+                stateful_set: Some(&sts(3, "r")),
+                pods: &pods,
+                roll: &RollDecision::UpToDate,
+                scale_down_held: None,
+            },
+            &at(100),
+        );
+        assert_eq!(s.ready_brokers, 3);
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.bootstrap.as_deref(), Some("x-bootstrap.ns.svc:9092"));
+        assert_eq!(
+            s.selector.as_deref(),
+            Some("app.kubernetes.io/component=broker,app.kubernetes.io/instance=x,app.kubernetes.io/name=rill")
+        );
+        assert_eq!(
+            (
+                get(&s, READY).status.as_str(),
+                get(&s, READY).reason.as_str()
+            ),
+            ("True", "AllBrokersReady")
+        );
+        assert_eq!(get(&s, PROGRESSING).status, "False");
+        assert_eq!(get(&s, DEGRADED).status, "False");
+        assert_eq!(get(&s, READY).observed_generation, Some(2));
+    }
+
+    #[test]
+    fn an_invalid_spec_is_degraded_with_the_validation_reason() {
+        let c = cluster("  storage: {size: 1Gi}\n  config: {node.id: \"3\"}\n");
+        let err = validate(&c).unwrap_err();
+        let s = compute(
+            &c,
+            &Observed {
+                validated: Err(&err),
+                stateful_set: None,
+                pods: &[],
+                roll: &RollDecision::UpToDate,
+                scale_down_held: None,
+            },
+            &at(100),
+        );
+        let d = get(&s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "OwnedConfigOverridden")
+        );
+        assert!(d.message.contains("node.id"));
+        assert_eq!(get(&s, READY).status, "False");
+        assert_eq!(get(&s, PROGRESSING).reason, "InvalidSpec");
+    }
+
+    #[test]
+    fn a_crash_looping_broker_is_degraded_and_not_ready() {
+        let c = cluster("  storage: {size: 1Gi}\n");
+        let v = validate(&c).unwrap();
+        let mut pods: Vec<_> = (0..2).map(|i| pod(i, "r", true)).collect();
+        let mut bad = pod(2, "r", false);
+        bad.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+            name: "broker".into(),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    ..ContainerStateWaiting::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }]);
+        pods.push(bad);
+        let s = compute(
+            &c,
+            &Observed {
+                validated: Ok(&v),
+                stateful_set: Some(&sts(3, "r")),
+                pods: &pods,
+                roll: &RollDecision::UpToDate,
+                scale_down_held: None,
+            },
+            &at(100),
+        );
+        assert_eq!(s.ready_brokers, 2);
+        let d = get(&s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.message.as_str()),
+            ("True", "pod x-2: CrashLoopBackOff")
+        );
+        let r = get(&s, READY);
+        assert_eq!(
+            (r.status.as_str(), r.message.as_str()),
+            ("False", "2 of 3 brokers ready")
+        );
+        assert_eq!(get(&s, PROGRESSING).reason, "Scaling");
+    }
+
+    #[test]
+    fn a_rolling_restart_is_progressing_and_transition_times_persist() {
+        let mut c = cluster("  storage: {size: 1Gi}\n");
+        let v = validate(&c).unwrap();
+        let pods: Vec<_> = (0..3).map(|i| pod(i, "old", true)).collect();
+        let roll = RollDecision::Restart {
+            outdated: 3,
+            pod: "x-2".into(),
+            uid: None,
+        };
+        let observed = Observed {
+            validated: Ok(&v),
+            stateful_set: Some(&sts(3, "new")),
+            pods: &pods,
+            roll: &roll,
+            scale_down_held: None,
+        };
+        let first = compute(&c, &observed, &at(100));
+        let p = get(&first, PROGRESSING);
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("True", "RollingRestart")
+        );
+        assert_eq!(p.message, "3 pods outdated; restarting x-2");
+        c.status = Some(first);
+        let roll = RollDecision::UpToDate;
+        let second = compute(
+            &c,
+            &Observed {
+                roll: &roll,
+                ..observed
+            },
+            &at(200),
+        );
+        // Ready stayed True: its transition time is the first one; Progressing flipped.
+        assert_eq!(get(&second, READY).last_transition_time, at(100));
+        assert_eq!(get(&second, PROGRESSING).status, "False");
+        assert_eq!(get(&second, PROGRESSING).last_transition_time, at(200));
+    }
+
+    #[test]
+    fn a_held_scale_down_is_degraded_but_the_running_brokers_stay_ready() {
+        let mut c = cluster("  replicas: 3\n  storage: {size: 1Gi}\n");
+        c.spec.replicas = 3;
+        let v = validate(&c).unwrap();
+        let pods: Vec<_> = (0..5).map(|i| pod(i, "r", true)).collect();
+        let s = compute(
+            &c,
+            &Observed {
+                validated: Ok(&v),
+                stateful_set: Some(&sts(5, "r")),
+                pods: &pods,
+                roll: &RollDecision::UpToDate,
+                scale_down_held: Some(5),
+            },
+            &at(100),
+        );
+        let d = get(&s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "ScaleDownBlocked")
+        );
+        assert!(
+            d.message.starts_with("scaling down from 5 to 3 brokers"),
+            "{}",
+            d.message
+        );
+        assert_eq!(get(&s, READY).status, "True");
+        assert_eq!(get(&s, PROGRESSING).status, "False");
+        assert_eq!(s.replicas, 5);
+    }
+}
