@@ -52,19 +52,19 @@ impl Context {
         }
     }
 
-    fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }
 
     /// Records one more failure of `key`; returns the delay before its retry.
-    fn backoff(&self, key: &str) -> Duration {
+    pub(crate) fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         backoff_delay(*n)
     }
 
-    fn succeeded(&self, key: &str) {
+    pub(crate) fn succeeded(&self, key: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -1,4 +1,4 @@
-//! `rill-operator`: runs the `Cluster` controller behind a leader Lease, with Prometheus
+//! `rill-operator`: runs the `Cluster` and `Topic` controllers behind a leader Lease, with Prometheus
 //! metrics and a health endpoint, JSON logs, and a clean stop on SIGTERM.
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use kube::Client;
 use rill_operator::controller::{self, Context};
 use rill_operator::leader::{LeaderConfig, LeaderElector};
 use rill_operator::metrics::{self, Metrics};
+use rill_operator::topic;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch};
 use tracing::info;
@@ -102,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         metrics.leader.set(1);
-        info!("leading: starting the Cluster controller");
+        info!("leading: starting the Cluster and Topic controllers");
         // Stop the controller when leadership is lost or on shutdown.
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (mut lost, mut down) = (leader_rx.clone(), shutdown.clone());
@@ -113,9 +114,13 @@ async fn main() -> anyhow::Result<()> {
             }
             let _ = stop_tx.send(());
         });
-        controller::run(ctx.clone(), args.namespace.clone(), stop_rx.map(|_| ())).await;
+        let stop = stop_rx.map(|_| ()).shared();
+        tokio::join!(
+            controller::run(ctx.clone(), args.namespace.clone(), stop.clone()),
+            topic::controller::run(ctx.clone(), args.namespace.clone(), stop),
+        );
         metrics.leader.set(0);
-        info!("Cluster controller stopped");
+        info!("Cluster and Topic controllers stopped");
     }
     let _ = election_stop_tx.send(true);
     election.await.context("leader election task")?;

@@ -161,7 +161,7 @@ def operator(kube):
     operator as a pod of the node agent."""
     kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     kube.helm("install", "rill", str(ROOT / "charts" / "rill"), "--namespace", OPERATOR_NS,
-              "--create-namespace", "--set", "image.tag=dev", "--set", "brokerImage.tag=dev",
+              "--create-namespace", "--set", "image.tag=dev",
               "--wait", "--timeout", "120s")
     return kube
 
@@ -188,7 +188,7 @@ def test_crds_apply_server_side_and_chart_passes_lint_and_server_dry_run(kube):
         kube.wait_jsonpath(f"crd/{crd}", '{.status.conditions[?(@.type=="Established")].status}', "True")
     lint = kube.helm("lint", str(ROOT / "charts" / "rill"))
     assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout, lint.stdout
-    for values in ([], ["--set", "watchNamespaces={default}"]):
+    for values in ([], ["--set", "watchNamespace=default"]):
         rendered = kube.helm("template", "rill", str(ROOT / "charts" / "rill"), "--namespace", "default",
                              "--include-crds", *values).stdout
         r = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)

@@ -157,7 +157,8 @@ fn failing_container(pod: &Pod) -> Option<String> {
     })
 }
 
-fn condition(
+/// A condition of `type_`, keeping its last transition time while its status holds.
+pub fn condition(
     old: &[Condition],
     type_: &str,
     status: bool,
