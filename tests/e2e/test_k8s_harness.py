@@ -155,7 +155,7 @@ def test_statefulset_brokers_run_with_stable_ips_volumes_and_dns(kube, k8s_names
 def test_pod_env_downward_api_configmap_and_service_account_mounts(kube, k8s_namespace):
     ns = k8s_namespace
     script = ("echo name=$(POD_NAME) ns=$POD_NS sa=$SA label=$APP cpu=$CPU; "
-              "echo literal='$$(NOT_EXPANDED)' unknown=$(NO_SUCH_VAR); "
+              "echo 'literal=$$(NOT_EXPANDED) unknown=$(NO_SUCH_VAR)'; "
               "cat /etc/app/note.txt; cat /etc/app-items/renamed; "
               "echo sa-ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); "
               "grep -c 'BEGIN CERTIFICATE' /var/run/secrets/kubernetes.io/serviceaccount/ca.crt; "

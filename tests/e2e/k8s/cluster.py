@@ -94,6 +94,10 @@ class Kube:
         self.api = KubeApi.from_kubeconfig(self.kubeconfig)
         self.apply(STORAGE_CLASS_YAML)
         self.start_agent()
+        # the node lifecycle controller may taint a new node not-ready until it sees the
+        # agent's Ready condition; tests start once the node is schedulable
+        self.wait_for(lambda: not (self.api.get(f"/api/v1/nodes/{NODE_NAME}")["spec"].get("taints")),
+                      timeout=30, what=f"node {NODE_NAME} without taints")
         self.timings["agent_s"] = time.monotonic() - t0 - self.cp.start_seconds
         # pods in "default" need its ServiceAccount, made by the controller-manager
         self.wait_for(lambda: self.api.get_or_none("/api/v1/namespaces/default/serviceaccounts/default"),

@@ -336,7 +336,12 @@ class PodRunner:
         if c.proc is None and not c.completed:
             if time.monotonic() < c.backoff_until:
                 return
-            self.start_container(c)
+            try:
+                self.start_container(c)
+            except Exception as e:  # noqa: BLE001 - reported in the container status, retried
+                log.exception("pod %s/%s container %s: start failed", self.ns, self.name, c.name)
+                c.waiting = ("CreateContainerError", str(e))
+                c.backoff_until = time.monotonic() + 2
         if c.proc is not None and c.proc.poll() is None and not c.init:
             self.probe(c)
             if time.monotonic() - c.started_mono > 10:
@@ -539,7 +544,7 @@ class PodRunner:
         val = cspec.get("resources", {}).get(kind, {}).get(res)
         if val is None:
             val = CAPACITY.get(res, "0") if kind == "limits" else "0"
-        divisor = parse_quantity(ref.get("divisor", "1") or "1")
+        divisor = parse_quantity(ref.get("divisor") or "1") or 1.0  # the API defaults it to "0"
         return str(int(math.ceil(parse_quantity(val) / divisor)))
 
     def object_key(self, kind: str, ref: dict) -> str | None:
@@ -769,10 +774,9 @@ class Agent:
         w = self.wake
         self.pods = Informer(self.api, "/api/v1/pods", w, fieldSelector=f"spec.nodeName={self.node}")
         self.services = Informer(self.api, "/api/v1/services", w)
-        self.slices = Informer(self.api, "/apis/discovery.k8s.io/v1/endpointslices", w)
         self.pvcs = Informer(self.api, "/api/v1/persistentvolumeclaims", w)
         self.pvs = Informer(self.api, "/api/v1/persistentvolumes", w)
-        self.informers = [self.pods, self.services, self.slices, self.pvcs, self.pvs]
+        self.informers = [self.pods, self.services, self.pvcs, self.pvs]
 
     def get_namespaced(self, kind: str, ns: str, name: str) -> dict | None:
         try:
@@ -807,7 +811,7 @@ class Agent:
                     "kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                     "topology.kubernetes.io/zone": self.zone, "topology.kubernetes.io/region": "local",
                     "node.kubernetes.io/instance-type": "rill-test"}},
-                "spec": {}}
+                "spec": {}, "status": self.node_status()}
         try:
             self.api.post("/api/v1/nodes", body)
         except ApiError as e:
@@ -932,20 +936,28 @@ class Agent:
             if spec.get("hostname") and spec.get("subdomain") and not r.finished:
                 base = f"{spec['hostname']}.{spec['subdomain']}.{r.ns}.svc"
                 lines.append(f"{r.ip} {base}.cluster.local {base}")
-        ready: dict[tuple[str, str], set] = {}
-        for s in self.slices.snapshot():
-            svc = s["metadata"].get("labels", {}).get("kubernetes.io/service-name")
-            if not svc:
-                continue
-            for ep in s.get("endpoints") or []:
-                if ep.get("conditions", {}).get("ready") is False:
-                    continue
-                ready.setdefault((s["metadata"]["namespace"], svc), set()).update(ep.get("addresses", []))
+        # Service -> the IPs of its ready pods. Computed here from the selector, because
+        # the apiserver refuses loopback addresses in EndpointSlices (the endpointslice
+        # controller runs, but its writes fail with "may not be in the loopback range").
+        pods = [r.pod for r in self.runners.values() if not r.finished]
         for svc in sorted(self.services.snapshot(), key=Informer.key):
             ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-            if ns == "default" and name == "kubernetes":
+            selector = svc["spec"].get("selector")
+            if not selector or svc["spec"].get("type") == "ExternalName":
                 continue
-            for ip in sorted(ready.get((ns, name), ())):
+            any_ready = svc["spec"].get("publishNotReadyAddresses", False)
+            ips = set()
+            for pod in pods:
+                md, st = pod["metadata"], pod.get("status", {})
+                if md["namespace"] != ns or not st.get("podIP"):
+                    continue
+                labels = md.get("labels", {})
+                if any(labels.get(k) != v for k, v in selector.items()):
+                    continue
+                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
+                if any_ready or (ready and not md.get("deletionTimestamp")):
+                    ips.add(st["podIP"])
+            for ip in sorted(ips):
                 lines.append(f"{ip} {name}.{ns}.svc.cluster.local {name}.{ns}.svc {name}.{ns}")
         return "\n".join(lines) + "\n"
 
