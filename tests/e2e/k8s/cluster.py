@@ -4,11 +4,13 @@ and the helpers operator tests use against them. See README.md in this folder.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,12 +39,28 @@ reclaimPolicy: Delete
 
 def default_image_bin() -> Path:
     """Where `rill/broker:*` and `rill/operator:*` images come from: $RILL_IMAGE_BIN, else
-    the directory of the broker binary the other e2e tests use (target/debug)."""
+    the directory of $RILL_BROKER_BIN, else $CARGO_TARGET_DIR/debug, else target/debug."""
     if os.environ.get("RILL_IMAGE_BIN"):
         return Path(os.environ["RILL_IMAGE_BIN"])
     if os.environ.get("RILL_BROKER_BIN"):
         return Path(os.environ["RILL_BROKER_BIN"]).parent
+    if os.environ.get("CARGO_TARGET_DIR"):
+        return Path(os.environ["CARGO_TARGET_DIR"]) / "debug"
     return REPO / "target" / "debug"
+
+
+def take_pod_network(timeout: float = 5.0) -> tuple[str, object]:
+    """A pod IP prefix no other harness on this machine uses: 127.0.0 when free, else
+    127.0.1, ... (an flock per prefix, held until the returned file is closed), so two
+    test sessions side by side do not both put a broker on 127.0.0.10:9092."""
+    for slot in range(0, 64):
+        f = open(Path(tempfile.gettempdir()) / f"rill-k8s-podnet-{slot}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f"127.0.{slot}", f
+        except OSError:
+            f.close()
+    raise RuntimeError("all 64 pod networks 127.0.0-63.x are held by other test sessions")
 
 
 def unavailable_reason() -> str | None:
@@ -70,6 +88,9 @@ class Kube:
         self.hosts_file = self.workdir / "hosts"
         self.agent_log = self.workdir / "node-agent.log"
         self.agent: subprocess.Popen | None = None
+        self.agent_rc: int | None = None
+        self.pod_ip_prefix = ""
+        self._podnet_lock = None
         self.api: KubeApi | None = None
         self.timings: dict[str, float] = {}
 
@@ -89,6 +110,7 @@ class Kube:
 
     def start(self) -> "Kube":
         t0 = time.monotonic()
+        self.pod_ip_prefix, self._podnet_lock = take_pod_network()
         self.cp.start()
         self.timings["control_plane_s"] = self.cp.start_seconds
         self.api = KubeApi.from_kubeconfig(self.kubeconfig)
@@ -114,7 +136,8 @@ class Kube:
             self.agent = subprocess.Popen(
                 [sys.executable, "-m", "k8s.node_agent", "--kubeconfig", str(self.kubeconfig),
                  "--state-dir", str(self.agent_dir), "--hosts-file", str(self.hosts_file),
-                 "--image-bin", str(self.image_bin), "--node-name", NODE_NAME, "--ready-file", str(ready)],
+                 "--image-bin", str(self.image_bin), "--node-name", NODE_NAME, "--ready-file", str(ready),
+                 "--pod-ip-prefix", self.pod_ip_prefix],
                 cwd=E2E_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         deadline = time.monotonic() + AGENT_START_TIMEOUT_S
@@ -129,15 +152,18 @@ class Kube:
         """SIGTERM the agent (it stops its pods' processes), SIGKILL after 20 s."""
         if self.agent is None:
             return None
-        rc = stop_pid(self.agent, timeout=20)
+        self.agent_rc = stop_pid(self.agent, timeout=20)
         self.agent = None
-        return rc
+        return self.agent_rc
 
     def stop(self) -> None:
         try:
             self.stop_agent()
         finally:
             self.cp.stop()
+            if self._podnet_lock is not None:
+                self._podnet_lock.close()
+                self._podnet_lock = None
 
     def check_alive(self) -> None:
         self.cp.check_alive()

@@ -214,6 +214,8 @@ current-context: rill-test
             "--cluster-signing-key-file", str(pki / "ca.key"),
             "--service-cluster-ip-range", SERVICE_CIDR,
             "--controllers", CONTROLLERS,
+            # the admission plugin taints every new node not-ready; this loop lifts it
+            "--node-monitor-period", "1s",
         ])
         self._spawn("kube-scheduler", [
             "--kubeconfig", str(self.kubeconfig),

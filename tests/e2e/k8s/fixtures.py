@@ -26,12 +26,17 @@ def kube(request):
     k = Kube(workdir)
     try:
         k.start()
+    except Exception as e:  # anything else than "not root / no unshare" fails loudly
+        k.stop()
+        raise RuntimeError(f"the k8s harness did not start (logs kept in {workdir}): {e}") from e
     except BaseException:
         k.stop()
-        raise  # anything else than "not root / no unshare" fails loudly
+        raise
     print(f"\nk8s harness in {workdir}: {k.timings}")
     yield k
     k.stop()
+    if k.agent_rc != 0:
+        pytest.fail(f"the node agent did not exit cleanly on SIGTERM (exit {k.agent_rc}); see {k.agent_log}")
     # keep the work dir (component and pod logs) when a test failed, or when asked to
     if request.session.testsfailed or os.environ.get("RILL_K8S_KEEP"):
         print(f"\nk8s harness work dir kept: {workdir}")

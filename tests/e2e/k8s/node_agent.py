@@ -10,7 +10,7 @@ What it does (see README.md in this folder):
     `unshare --mount --propagation private`, with kubelet's mounts as bind mounts
     (configMap, secret, projected/service-account token, downwardAPI, emptyDir, PVC,
     hostPath, /etc/hosts) and kubelet's env ($(VAR) expansion, downward API);
-  * pod IPs are 127.0.0.x (x >= 10), stable per namespace/name across recreation;
+  * pod IPs are 127.0.0.x (x >= 10; --pod-ip-prefix), stable per namespace/name across recreation;
   * readiness probes (tcpSocket, httpGet, exec), pod status, restartPolicy with backoff;
   * deletion: SIGTERM the process group, SIGKILL after the grace period, final delete
     with gracePeriodSeconds=0 and a UID precondition;
@@ -176,23 +176,22 @@ class Informer(threading.Thread):
 
 
 class IpAllocator:
-    """127.0.0.10, .11, ... one per namespace/pod name, kept in a file across restarts."""
+    """<prefix>.10, .11, ... (prefix 127.0.0 by default) one per namespace/pod name, kept
+    in a file so a recreated pod (and a restarted agent) gets the same IP."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, prefix: str):
         self.path = path
+        self.prefix = prefix
         self.ips: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
 
     def ip_for(self, ns: str, name: str) -> str:
         key = f"{ns}/{name}"
         if key not in self.ips:
             used = set(self.ips.values())
-            n = 10
-            while True:
-                ip = f"127.0.{n // 256}.{n % 256}"
-                if n % 256 not in (0, 255) and ip not in used:
-                    break
-                n += 1
-            self.ips[key] = ip
+            free = [ip for ip in (f"{self.prefix}.{n}" for n in range(10, 255)) if ip not in used]
+            if not free:
+                raise RuntimeError(f"no pod IP left in {self.prefix}.10-254")
+            self.ips[key] = free[0]
             self.path.write_text(json.dumps(self.ips, indent=1))
         return self.ips[key]
 
@@ -763,7 +762,7 @@ class Agent:
         self.max_backoff = args.max_backoff
         self.max_probe_period = args.max_probe_period
         self.ready_file = Path(args.ready_file) if args.ready_file else None
-        self.ips = IpAllocator(self.state_dir / "pod-ips.json")
+        self.ips = IpAllocator(self.state_dir / "pod-ips.json", args.pod_ip_prefix)
         self.runners: dict[str, PodRunner] = {}
         self.wake = threading.Event()
         self.stopping = False
@@ -1018,6 +1017,7 @@ def main(argv=None) -> int:
     p.add_argument("--zone", default="zone-a")
     p.add_argument("--max-backoff", type=float, default=10.0, help="cap of the restart backoff, seconds")
     p.add_argument("--max-probe-period", type=float, default=2.0, help="cap of a probe's periodSeconds")
+    p.add_argument("--pod-ip-prefix", default="127.0.0", help="pod IPs are PREFIX.10, PREFIX.11, ...")
     p.add_argument("--ready-file", help="written (with the PID) once the node is registered")
     args = p.parse_args(argv)
     if not args.image_bin:
