@@ -764,6 +764,7 @@ class Agent:
         self.ready_file = Path(args.ready_file) if args.ready_file else None
         self.ips = IpAllocator(self.state_dir / "pod-ips.json", args.pod_ip_prefix)
         self.runners: dict[str, PodRunner] = {}
+        self.provisioned: set[str] = set()
         self.wake = threading.Event()
         self.stopping = False
         self.lease_at = self.status_at = 0.0
@@ -888,8 +889,11 @@ class Agent:
             request = spec.get("resources", {}).get("requests", {}).get("storage", "1Gi")
             pv_name = f"pvc-{md['uid']}"
             if not spec.get("volumeName") and pv_name not in pvs:
+                if pv_name in self.provisioned:
+                    continue  # created; the informer has not seen it yet
                 d = self.state_dir / "volumes" / md["namespace"] / md["name"]
                 d.mkdir(parents=True, exist_ok=True)
+                self.provisioned.add(pv_name)
                 self.api.post("/api/v1/persistentvolumes", {
                     "apiVersion": "v1", "kind": "PersistentVolume",
                     "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
