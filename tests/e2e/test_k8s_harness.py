@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,7 @@ spec:
                "--metrics-listen", "$(POD_IP):9644"]
         env:
         - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        - {name: POD_INDEX, valueFrom: {fieldRef: {fieldPath: "metadata.labels['apps.kubernetes.io/pod-index']"}}}
         ports: [{name: kafka, containerPort: 9092}, {name: metrics, containerPort: 9644}]
         readinessProbe: {tcpSocket: {port: kafka}, periodSeconds: 1, failureThreshold: 1}
         volumeMounts:
@@ -129,7 +131,22 @@ def test_statefulset_brokers_run_with_stable_ips_volumes_and_dns(kube, k8s_names
     kube.wait_for(lambda: sorted(kube.hosts().get(f"web-brokers.{ns}.svc", [])) == sorted(ips.values()),
                   timeout=20, what="headless service name -> both pods")
 
-    # the ConfigMap volume is visible to the broker's mount namespace at /etc/rill
+    # what the broker process sees: env, expanded args, its mount namespace
+    for n, idx in (("web-0", "0"), ("web-1", "1")):
+        pid = int(pods[n]["status"]["containerStatuses"][0]["containerID"].removeprefix("rill://"))
+        proc = Path(f"/proc/{pid}")
+        env = dict(kv.split("=", 1) for kv in (proc / "environ").read_bytes().decode().split("\0") if "=" in kv)
+        assert env["POD_INDEX"] == idx and env["POD_IP"] == ips[n]
+        assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+        assert env["KUBERNETES_SERVICE_PORT"] == kube.server.rsplit(":", 1)[1]
+        argv = (proc / "cmdline").read_bytes().decode().split("\0")
+        assert argv[:4] == ["rill-broker", "dev", "--listen", f"{ips[n]}:9092"], argv
+        # /proc/PID/root shows the process's own mounts: the ConfigMap and its own PVC
+        assert (proc / "root/etc/rill/note.txt").read_text() == "mounted from a ConfigMap\n"
+        assert (proc / "root/var/lib/rill/data").is_dir()
+        assert f"{n}.web-brokers.{ns}.svc.cluster.local" in (proc / "root/etc/hosts").read_text()
+    assert not Path("/etc/rill/note.txt").exists(), "a pod's mount leaked to the host"
+
     host = f"web-0.web-brokers.{ns}.svc.cluster.local"
     kcat(kube, "-P", "-b", f"{host}:9092", "-t", "survivor", "-p", "0", stdin="kept-across-restart\n")
     out = kcat(kube, "-C", "-b", f"{host}:9092", "-t", "survivor", "-p", "0", "-o", "beginning", "-e", "-q")
