@@ -281,7 +281,7 @@ spec:
     assert r.stdout.split()[0] == b_ip, r.stdout
 
 
-def test_restart_backoff_unknown_image_and_pvc_resize(kube, k8s_namespace):
+def test_restart_backoff_probes_unknown_image_and_pvc_resize(kube, k8s_namespace):
     ns = k8s_namespace
     kube.apply("""
 apiVersion: v1
@@ -299,6 +299,31 @@ spec:
   - {name: main, image: nginx:1.27}
 ---
 apiVersion: v1
+kind: Pod
+metadata: {name: http-ready}
+spec:
+  automountServiceAccountToken: false
+  containers:
+  - name: main
+    image: busybox
+    command: ["python3", "-m", "http.server", "--bind", "$(POD_IP)", "8080"]
+    env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+    livenessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: http-dead}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    command: ["python3", "-m", "http.server", "--bind", "$(POD_IP)", "8080"]
+    env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+    livenessProbe: {httpGet: {path: /no-such-page, port: 8080}, periodSeconds: 1, failureThreshold: 2}
+---
+apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: grow}
 spec:
@@ -314,6 +339,16 @@ spec:
     assert st["lastState"]["terminated"]["exitCode"] == 3
     assert kube.pod_log(ns, "crasher", "main").count("crashing") >= 3
 
+    ready = kube.wait_for(lambda: pod_ready(kube, ns, "http-ready"), timeout=30, what="http-ready Ready (httpGet)")
+    cs = ready["status"]["containerStatuses"][0]
+    assert cs["restartCount"] == 0
+    root = Path(f"/proc/{cs['containerID'].removeprefix('rill://')}/root")
+    assert not (root / "var/run/secrets/kubernetes.io/serviceaccount/token").exists()  # automount off
+    kube.wait_for(lambda: kube.jsonpath("pod/http-dead", "{.status.containerStatuses[0].restartCount}", ns) == "1",
+                  timeout=30, what="http-dead restarted by its failing liveness probe")
+    assert "liveness probe failed" in kube.pod_log(ns, "http-dead", "main")
+    assert kube.jsonpath("pod/http-ready", "{.status.containerStatuses[0].restartCount}", ns) == "0"
+
     kube.wait_jsonpath("pod/no-image", "{.status.containerStatuses[0].state.waiting.reason}", "ErrImagePull", ns,
                        timeout=20)
     assert kube.jsonpath("pod/no-image", "{.status.phase}", ns) == "Pending"
@@ -324,3 +359,29 @@ spec:
     kube.wait_jsonpath("pvc/grow", "{.status.capacity.storage}", "2Gi", ns, timeout=20)
     pv = kube.jsonpath("pvc/grow", "{.spec.volumeName}", ns)
     assert kube.jsonpath(f"pv/{pv}", "{.spec.capacity.storage}") == "2Gi"
+
+
+def test_agent_restart_stops_and_resumes_its_pods(kube, k8s_namespace):
+    ns = k8s_namespace
+    kube.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: sleeper}
+spec:
+  containers:
+  - {name: main, image: busybox, command: ["sleep", "600"]}
+""", namespace=ns)
+    pod = kube.wait_for(lambda: pod_ready(kube, ns, "sleeper"), timeout=30, what="sleeper Ready")
+    pid = int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("rill://"))
+    assert Path(f"/proc/{pid}").exists()
+    assert kube.stop_agent() == 0, "the agent did not exit 0 on SIGTERM"
+    assert not Path(f"/proc/{pid}").exists(), "the agent left its pod's process running"
+    kube.start_agent()
+
+    def restarted():
+        p = pod_ready(kube, ns, "sleeper")
+        return p if p and p["status"]["containerStatuses"][0]["containerID"] != f"rill://{pid}" else None
+
+    again = kube.wait_for(restarted, timeout=30, what="sleeper running again under the new agent")
+    assert again["status"]["podIP"] == pod["status"]["podIP"]
+    assert again["metadata"]["uid"] == pod["metadata"]["uid"]
