@@ -176,12 +176,12 @@ def test_pod_env_downward_api_configmap_and_service_account_mounts(kube, k8s_nam
     ns = k8s_namespace
     script = ("echo name=$(POD_NAME) ns=$POD_NS sa=$SA label=$APP cpu=$CPU; "
               "echo 'literal=$$(NOT_EXPANDED) unknown=$(NO_SUCH_VAR)'; "
-              "cat /etc/app/note.txt; cat /etc/app-items/renamed; "
+              "cat /etc/rill-test/app/note.txt; cat /etc/rill-test/app-items/renamed; "
               "echo sa-ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); "
               "grep -c 'BEGIN CERTIFICATE' /var/run/secrets/kubernetes.io/serviceaccount/ca.crt; "
               "cut -d. -f1 /var/run/secrets/kubernetes.io/serviceaccount/token | head -c 3; echo; "
               "grep -c svc.cluster.local /etc/hosts >/dev/null && echo hosts=cluster; "
-              "echo scratch > /scratch/x && echo emptydir=ok; "
+              "echo scratch > /etc/rill-test/scratch/x && echo emptydir=ok; "
               # the token authenticates against the apiserver, over TLS checked with ca.crt
               "curl -sS --cacert /var/run/secrets/kubernetes.io/serviceaccount/ca.crt "
               "-H \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" "
@@ -210,9 +210,9 @@ spec:
     - {{name: CPU, valueFrom: {{resourceFieldRef: {{resource: limits.cpu}}}}}}
     resources: {{limits: {{cpu: "2"}}}}
     volumeMounts:
-    - {{name: cfg, mountPath: /etc/app}}
-    - {{name: items, mountPath: /etc/app-items}}
-    - {{name: scratch, mountPath: /scratch}}
+    - {{name: cfg, mountPath: /etc/rill-test/app}}
+    - {{name: items, mountPath: /etc/rill-test/app-items}}
+    - {{name: scratch, mountPath: /etc/rill-test/scratch}}
   volumes:
   - {{name: cfg, configMap: {{name: app-config}}}}
   - {{name: items, configMap: {{name: app-config, items: [{{key: other, path: renamed}}]}}}}
