@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -46,8 +47,10 @@ def kube(request):
 
 @pytest.fixture
 def k8s_namespace(request, kube) -> str:
-    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
-    name = f"t-{name}"
+    # readable (the test's name) and unique (a namespace of an earlier test may still be
+    # terminating); short enough to stay a DNS label
+    name = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:44].strip("-")
+    name = f"t-{name}-{secrets.token_hex(2)}"
     kube.create_namespace(name)
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
