@@ -4,6 +4,8 @@
                       with SIGTERM at teardown; the clean exit (code 0 for Rill) is asserted.
     broker_factory    make more brokers, or brokers with settings chosen in the test.
     cluster_factory   multi-node clusters on 127.0.0.1..N (cluster_process.py).
+    kube              a real Kubernetes control plane + node agent, per session (k8s/README.md).
+    k8s_namespace     a fresh namespace in it per test.
 
 Markers:
     @pytest.mark.broker_settings(**{"log.segment.bytes": 4096})
@@ -21,12 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from broker_process import BrokerProcess, kafka_version, target  # noqa: E402
 from cluster_process import cluster_factory  # noqa: E402,F401  (multi-node clusters)
+from k8s.fixtures import k8s_namespace, kube  # noqa: E402,F401  (Kubernetes control plane + node agent)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "broker_settings(**settings): Kafka property names for the broker")
     config.addinivalue_line("markers", "rill_only: Rill-specific behaviour, skipped against Apache Kafka")
     config.addinivalue_line("markers", "cluster: multi-node cluster tests and their tools (cluster_process.py)")
+    config.addinivalue_line("markers", "k8s: tests on a real Kubernetes control plane (k8s/README.md)")
 
 
 def pytest_report_header(config):
