@@ -33,9 +33,9 @@ CURRENT="install test tools"
 section "$CURRENT"
 bash tests/tools/install.sh </dev/null
 
-CURRENT="cargo build -p rill-broker"
+CURRENT="cargo build --workspace --bins"
 section "$CURRENT"
-cargo build -p rill-broker
+cargo build --workspace --bins
 
 CURRENT="cargo fmt --check"
 section "$CURRENT"

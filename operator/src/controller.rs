@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::cluster::rolling::{self, RollDecision};
 use crate::cluster::{apply, build, status, validate};
 use crate::crd::Cluster;
+use crate::kafka_admin::{AdminClient, AdminConfig, ClusterDescription};
 use crate::metrics::Metrics;
 use crate::Error;
 
@@ -40,6 +41,15 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     /// Consecutive failures per Cluster, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Where reconciles learn which brokers are registered.
+    pub(crate) brokers: BrokerSource,
+}
+
+/// The brokers' answer to DescribeCluster; tests give a fixed one.
+pub(crate) enum BrokerSource {
+    Kafka,
+    #[cfg(test)]
+    Fixed(ClusterDescription),
 }
 
 impl Context {
@@ -49,6 +59,7 @@ impl Context {
             metrics,
             leader,
             failures: Mutex::new(HashMap::new()),
+            brokers: BrokerSource::Kafka,
         }
     }
 
@@ -194,6 +205,7 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
                 scale_down_held: None,
+                cluster_id: None,
             };
             apply::patch_status(client, cluster, &status::compute(cluster, &observed, &now))
                 .await?;
@@ -205,14 +217,27 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
     let applied = apply::apply_all(client, &namespace, build::build(&validated)).await?;
     let sts = applied.stateful_set;
     let pods = apply::list_pods(client, &namespace, &name).await?;
-    // Stand-in for the metadata quorum's broker list until the Kafka admin client is
-    // wired in: a broker opens its Kafka port (the readiness probe) only once registered
-    // and unfenced, so a Ready pod is a registered broker.
-    let registered: BTreeSet<i32> = pods
-        .iter()
-        .filter(|p| rolling::is_ready(p))
-        .filter_map(|p| rolling::ordinal(&name, p))
-        .collect();
+    // The brokers' own word on who is registered and unfenced (DescribeCluster); a pod
+    // being Ready only says its Kafka port is open. Unanswered, nobody counts as
+    // registered and no pod is restarted.
+    let described = match &ctx.brokers {
+        _ if !pods.iter().any(rolling::is_ready) => None,
+        BrokerSource::Kafka => {
+            describe_cluster(&validated_bootstrap(cluster, &namespace, &name)).await
+        }
+        #[cfg(test)]
+        BrokerSource::Fixed(d) => Some(d.clone()),
+    };
+    let registered: BTreeSet<i32> = described
+        .as_ref()
+        .map(|d| {
+            d.brokers
+                .iter()
+                .filter(|b| !b.is_fenced)
+                .map(|b| b.node_id)
+                .collect()
+        })
+        .unwrap_or_default();
     let roll = rolling::decide(&sts, &pods, validated.controllers, &registered);
     if let RollDecision::Restart { pod, uid, outdated } = &roll {
         info!(cluster = %key(cluster), %pod, outdated, "restarting an outdated broker");
@@ -225,6 +250,7 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
         pods: &pods,
         roll: &roll,
         scale_down_held: applied.scale_down_held,
+        cluster_id: described.as_ref().map(|d| d.cluster_id.as_str()),
     };
     let new_status = status::compute(cluster, &observed, &now);
     let settled = roll == RollDecision::UpToDate
@@ -239,6 +265,32 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
     } else {
         BUSY_REQUEUE
     }))
+}
+
+fn validated_bootstrap(cluster: &Cluster, namespace: &str, name: &str) -> String {
+    build::bootstrap_address(name, namespace, cluster.spec.listeners.internal.port)
+}
+
+/// DescribeCluster through the bootstrap Service, bounded: a reconcile must not hang on
+/// brokers that are starting.
+async fn describe_cluster(bootstrap: &str) -> Option<ClusterDescription> {
+    let config = AdminConfig {
+        request_timeout: Duration::from_secs(5),
+        max_attempts: 2,
+        ..AdminConfig::default()
+    };
+    let result = async {
+        let mut admin = AdminClient::connect(&[bootstrap.to_string()], config).await?;
+        admin.describe_cluster().await
+    }
+    .await;
+    match result {
+        Ok(d) => Some(d),
+        Err(e) => {
+            warn!(%bootstrap, error = %e, "DescribeCluster failed");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -268,7 +320,21 @@ mod tests {
     fn context(client: Client, leader: bool) -> Context {
         let (tx, rx) = watch::channel(leader);
         std::mem::forget(tx);
-        Context::new(client, Arc::new(Metrics::new()), rx)
+        let mut ctx = Context::new(client, Arc::new(Metrics::new()), rx);
+        ctx.brokers = BrokerSource::Fixed(ClusterDescription {
+            cluster_id: "c1".into(),
+            controller_id: 0,
+            brokers: (0..3)
+                .map(|node_id| crate::kafka_admin::BrokerInfo {
+                    node_id,
+                    host: format!("x-{node_id}"),
+                    port: 9092,
+                    rack: None,
+                    is_fenced: false,
+                })
+                .collect(),
+        });
+        ctx
     }
 
     fn pod_json(ordinal: i32, revision: &str) -> Value {
@@ -325,6 +391,7 @@ mod tests {
             .find(|r| r.line().ends_with("/clusters/x/status"))
             .unwrap()
             .body["status"];
+        assert_eq!(status["clusterId"], "c1", "the id DescribeCluster answered");
         let progressing = status["conditions"]
             .as_array()
             .unwrap()

@@ -29,7 +29,7 @@ CLUSTER = "demo"
 BOOTSTRAP = f"{CLUSTER}-bootstrap.{NS}.svc:9092"
 VENV_PY = str(Path(sys.executable))
 
-pytestmark = [pytest.mark.rill_only, pytest.mark.operator]
+pytestmark = [pytest.mark.rill_only, pytest.mark.k8s]
 
 CLUSTER_YAML = f"""
 apiVersion: rill.dev/v1alpha1
@@ -224,7 +224,7 @@ def test_cluster_becomes_ready_with_its_objects(cluster):
     pods = broker_pods(kube)
     assert sorted(pods) == [f"{CLUSTER}-0", f"{CLUSTER}-1", f"{CLUSTER}-2"]
     ips = {p["status"]["podIP"] for p in pods.values()}
-    assert len(ips) == 3 and all(ip.startswith("127.0.0.") for ip in ips), ips
+    assert len(ips) == 3 and all(ip.startswith(kube.pod_ip_prefix) for ip in ips), ips
     for i in range(3):
         pvc = kube.get(f"pvc/data-{CLUSTER}-{i}", NS)
         assert pvc["status"]["phase"] == "Bound", pvc["status"]

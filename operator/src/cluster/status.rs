@@ -31,6 +31,8 @@ pub struct Observed<'a> {
     pub roll: &'a RollDecision,
     /// Brokers kept running although `spec.replicas` is lower (see `apply::Applied`).
     pub scale_down_held: Option<i32>,
+    /// The cluster id the brokers answered DescribeCluster with, if they were asked.
+    pub cluster_id: Option<&'a str>,
 }
 
 /// The status to write. `now` stamps conditions whose status changed; the others keep
@@ -137,7 +139,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
         conditions,
         ready_brokers: ready,
         replicas,
-        cluster_id: old.cluster_id,
+        cluster_id: observed.cluster_id.map(str::to_string).or(old.cluster_id),
         bootstrap: Some(bootstrap_address(&name, &namespace, port)),
         selector: Some(selector_string(&name)),
     }
@@ -221,6 +223,7 @@ mod tests {
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
                 scale_down_held: None,
+                cluster_id: None,
             },
             &at(100),
         );
@@ -256,6 +259,7 @@ mod tests {
                 pods: &[],
                 roll: &RollDecision::UpToDate,
                 scale_down_held: None,
+                cluster_id: None,
             },
             &at(100),
         );
@@ -295,6 +299,7 @@ mod tests {
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
                 scale_down_held: None,
+                cluster_id: None,
             },
             &at(100),
         );
@@ -328,6 +333,7 @@ mod tests {
             pods: &pods,
             roll: &roll,
             scale_down_held: None,
+            cluster_id: None,
         };
         let first = compute(&c, &observed, &at(100));
         let p = get(&first, PROGRESSING);
@@ -366,6 +372,7 @@ mod tests {
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
                 scale_down_held: Some(5),
+                cluster_id: None,
             },
             &at(100),
         );
