@@ -4,7 +4,7 @@ tests: the brokers advertise pod DNS names that only resolve there.
     python in_cluster_workload.py --bootstrap demo-bootstrap.ns.svc:9092 --topic t \
         --partitions 3 --count 2000 --rate 100 --stop-file STOP --out RUN.json
 
-Produces `p0-<seq>` values (idempotent, acks=all) at `rate` per second until `count`
+Produces `p<ID>-<seq>` values (idempotent, acks=all) at `rate` per second until `count`
 are sent or STOP exists, consumes every partition meanwhile, then reads every partition
 to its high watermark and writes the run as checker.py reads it (acked, attempted, seen,
 log, errors). Prints one JSON summary line. Exits 0 unless the run itself broke.
@@ -28,6 +28,8 @@ def main() -> int:
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True)
     ap.add_argument("--partitions", type=int, required=True)
+    ap.add_argument("--producer-id", type=int, default=0,
+                    help="values are p<ID>-<seq>: one id per run on a shared topic")
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--stop-file", type=Path)
@@ -35,8 +37,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    producer = ProducerWorkload(args.bootstrap, args.topic, args.partitions, count=args.count,
-                                rate=args.rate).start()
+    producer = ProducerWorkload(args.bootstrap, args.topic, args.partitions, producer_id=args.producer_id,
+                                count=args.count, rate=args.rate).start()
     consumer = ConsumerWorkload(args.bootstrap, args.topic, args.partitions).start()
     deadline = time.monotonic() + args.max_seconds
     while not producer.done.is_set() and time.monotonic() < deadline:

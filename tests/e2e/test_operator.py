@@ -128,12 +128,18 @@ print(json.dumps({{
     return json.loads(out.strip().splitlines()[-1])
 
 
+_runs = iter(range(1, 1000))
+
+
 def run_workload(kube, tmp_path: Path, topic: str, partitions: int, count: int, rate: float,
                  stop_file: Path | None = None) -> subprocess.Popen:
-    out = tmp_path / f"run-{topic}.json"
+    """The producer and consumer of in_cluster_workload.py in the background; each run
+    has its own producer id, so runs on one topic never share a value."""
+    run_id = next(_runs)
+    out = tmp_path / f"run-{topic}-{run_id}.json"
     argv = [VENV_PY, str(Path(__file__).with_name("in_cluster_workload.py")), "--bootstrap", BOOTSTRAP,
             "--topic", topic, "--partitions", str(partitions), "--count", str(count), "--rate", str(rate),
-            "--out", str(out), "--max-seconds", "240"]
+            "--out", str(out), "--max-seconds", "240", "--producer-id", str(run_id)]
     if stop_file is not None:
         argv += ["--stop-file", str(stop_file)]
     p = subprocess.Popen(in_cluster_argv(kube, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
