@@ -42,6 +42,8 @@ spec:
   controllers: 3
   storage:
     size: 1Gi
+  rack:
+    topologyKey: topology.kubernetes.io/zone
   config:
     min.insync.replicas: "2"
     broker.session.timeout.ms: "4000"
@@ -235,6 +237,14 @@ def test_cluster_becomes_ready_with_its_objects(cluster):
         pvc = kube.get(f"pvc/data-{CLUSTER}-{i}", NS)
         assert pvc["status"]["phase"] == "Bound", pvc["status"]
 
+    # broker.rack is the node's zone: the pod got its label at binding, the downward
+    # API handed it to the broker.
+    zone = kube.get("nodes")["items"][0]["metadata"]["labels"]["topology.kubernetes.io/zone"]
+    racks = json.loads(in_cluster_python(kube, ADMIN_PRELUDE + """
+print(json.dumps(sorted([n.id, n.rack] for n in a.describe_cluster().result(timeout=10).nodes)))
+""").strip().splitlines()[-1])
+    assert racks == [[0, zone], [1, zone], [2, zone]], racks
+
     # The brokers found each other by their pod DNS names: one cluster of three.
     out = kube.run_in_cluster(["kcat", "-L", "-b", BOOTSTRAP, "-m", "10"], timeout=30, check=True).stdout
     assert "3 brokers:" in out, out
@@ -361,3 +371,79 @@ def test_deleting_a_topic_deletes_it_and_its_finalizer_clears(cluster):
                   what="orphan Topic reported not Ready")
     kube.kubectl("delete", "topic", "orphan", "-n", NS, "--timeout=30s")
     assert kube.get("topic/orphan", NS) is None
+
+
+def test_an_unmanaged_topic_is_left_alone(cluster):
+    kube = cluster
+    kube.apply(topic_yaml("audit", 2, config={"retention.ms": "600000"}))
+    kube.wait_for(lambda: is_true(kube.get("topic/audit", NS), "Ready"), timeout=60, what="Topic audit Ready")
+    kube.kubectl("annotate", "topic", "audit", "-n", NS, "rill.dev/managed=false")
+    kube.apply(topic_yaml("audit", 4, config={"retention.ms": "1000"}).replace(
+        "  namespace: kafka\n", "  namespace: kafka\n  annotations:\n    rill.dev/managed: \"false\"\n"))
+    kube.wait_for(lambda: (condition(kube.get("topic/audit", NS), "Ready") or {}).get("reason") == "Unmanaged",
+                  timeout=30, what="audit reported Unmanaged")
+    d = describe_topic(kube, "audit")
+    assert sorted(d["partitions"]) == ["0", "1"] and d["configs"]["retention.ms"] == "600000", d
+    # Deleting an unmanaged Topic leaves the Kafka topic in place.
+    kube.kubectl("delete", "topic", "audit", "-n", NS, "--timeout=30s")
+    assert sorted(describe_topic(kube, "audit")["partitions"]) == ["0", "1"]
+
+
+def operator_pods(kube) -> dict[str, dict]:
+    pods = kube.get("pods", OPERATOR_NS)["items"]
+    return {p["metadata"]["name"]: p for p in pods
+            if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "rill-operator"
+            and not p["metadata"].get("deletionTimestamp")}
+
+
+def operator_metrics(pod: dict) -> dict[str, float]:
+    """The operator's /metrics, series -> value (read from the pod IP on loopback)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            out[series] = float(value)
+    return out
+
+
+def test_two_operator_replicas_share_one_lease_and_fail_over(cluster):
+    kube = cluster
+    kube.apply(topic_yaml("before-failover", 1))
+    kube.wait_for(lambda: is_true(kube.get("topic/before-failover", NS), "Ready"), timeout=60,
+                  what="Topic before-failover Ready")
+    kube.kubectl("scale", "deployment", "rill", "-n", OPERATOR_NS, "--replicas", "2")
+    kube.wait_for(lambda: len(operator_pods(kube)) == 2 and all(pod_ready(p) for p in operator_pods(kube).values()),
+                  timeout=60, what="two operator pods Ready")
+    holder = kube.wait_for(lambda: kube.jsonpath("lease/rill-operator", "{.spec.holderIdentity}", OPERATOR_NS),
+                           timeout=30, what="a Lease holder")
+    pods = operator_pods(kube)
+    assert holder in pods, (holder, list(pods))
+    (other,) = [n for n in pods if n != holder]
+    leader_metrics = operator_metrics(pods[holder])
+    assert leader_metrics["rill_operator_leader"] == 1
+    assert leader_metrics['rill_operator_reconciles_total{controller="cluster"}'] >= 1
+    assert leader_metrics['rill_operator_reconciles_total{controller="topic"}'] >= 1
+    assert operator_metrics(pods[other])["rill_operator_leader"] == 0
+
+    # The leader goes away: it releases the Lease on SIGTERM and a live replica takes
+    # over (the one waiting, or the Deployment's replacement if it starts first).
+    t0 = time.monotonic()
+    kube.kubectl("delete", "pod", holder, "-n", OPERATOR_NS, "--wait=false")
+
+    def new_holder():
+        h = kube.jsonpath("lease/rill-operator", "{.spec.holderIdentity}", OPERATOR_NS)
+        return h if h and h != holder and h in operator_pods(kube) else None
+
+    successor = kube.wait_for(new_holder, timeout=60, what="a live replica holds the Lease")
+    print(f"Lease moved from {holder} to {successor} {time.monotonic() - t0:.1f}s after the delete")
+    assert "released the leader Lease" in kube.pod_log(OPERATOR_NS, holder)
+    # The new leader reconciles: a new Topic becomes Ready.
+    kube.apply(topic_yaml("after-failover", 1))
+    kube.wait_for(lambda: is_true(kube.get("topic/after-failover", NS), "Ready"), timeout=60,
+                  what="Topic reconciled by the new leader")
+    live = operator_pods(kube)
+    assert operator_metrics(live[successor])["rill_operator_leader"] == 1
+    assert [n for n in live if n != successor and operator_metrics(live[n])["rill_operator_leader"] != 0] == []
+    kube.kubectl("scale", "deployment", "rill", "-n", OPERATOR_NS, "--replicas", "1")

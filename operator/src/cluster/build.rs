@@ -220,7 +220,7 @@ fn field_env(name: &str, path: &str) -> EnvVar {
 pub fn broker_args(v: &ValidatedCluster) -> Vec<String> {
     let port = v.kafka_port;
     let headless = headless_service_name(&v.name);
-    [
+    let mut args: Vec<String> = [
         "run".to_string(),
         "--config".into(),
         format!("{CONFIG_DIR}/{SERVER_PROPERTIES}"),
@@ -235,8 +235,15 @@ pub fn broker_args(v: &ValidatedCluster) -> Vec<String> {
             v.namespace
         ),
     ]
-    .into()
+    .into();
+    if v.rack.is_some() {
+        args.extend(["--set".into(), format!("broker.rack=$({RACK_ENV})")]);
+    }
+    args
 }
+
+/// The env var holding the pod's copy of its node's topology label.
+const RACK_ENV: &str = "RILL_RACK";
 
 fn broker_container(v: &ValidatedCluster) -> Container {
     Container {
@@ -244,15 +251,25 @@ fn broker_container(v: &ValidatedCluster) -> Container {
         image: Some(v.image.clone()),
         command: Some(vec!["rill-broker".into()]),
         args: Some(broker_args(v)),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("POD_IP", "status.podIP"),
-            field_env(
-                "RILL_NODE_ID",
-                "metadata.labels['apps.kubernetes.io/pod-index']",
-            ),
-        ]),
+        env: Some(
+            [
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+                field_env("POD_IP", "status.podIP"),
+                field_env(
+                    "RILL_NODE_ID",
+                    "metadata.labels['apps.kubernetes.io/pod-index']",
+                ),
+            ]
+            .into_iter()
+            .chain(v.rack.as_ref().map(|rack| {
+                field_env(
+                    RACK_ENV,
+                    &format!("metadata.labels['{}']", rack.topology_key),
+                )
+            }))
+            .collect(),
+        ),
         ports: Some(vec![
             container_port("kafka", v.kafka_port),
             container_port("controller", CONTROLLER_PORT),
@@ -758,7 +775,7 @@ mod tests {
         assert_eq!(spread.topology_key, "topology.kubernetes.io/zone");
         assert_eq!(spread.max_skew, 1);
         let c = &pod.containers[0];
-        assert_eq!(c.image.as_deref(), Some("registry.local/rill/broker:dev"));
+        assert_eq!(c.image.as_deref(), Some("rill/broker:custom"));
         let requests = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
         assert_eq!(requests["memory"], Quantity("4Gi".into()));
         assert_eq!(
@@ -774,6 +791,30 @@ mod tests {
                 .unwrap()
                 .port,
             IntOrString::Int(19092)
+        );
+        // The rack is the node's zone, copied onto the pod and read through the downward API.
+        let args = c.args.as_ref().unwrap();
+        assert_eq!(
+            args[args.len() - 2..],
+            ["--set", "broker.rack=$(RILL_RACK)"]
+        );
+        let rack = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "RILL_RACK");
+        let field = rack
+            .unwrap()
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            field.field_path,
+            "metadata.labels['topology.kubernetes.io/zone']"
         );
         let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(

@@ -59,6 +59,14 @@ pub struct ValidatedCluster {
     pub warnings: Vec<String>,
 }
 
+/// Node labels a broker can learn its rack from: Kubernetes (PodTopologyLabels
+/// admission) copies these from the Node onto the pod when it is bound, where the
+/// downward API reads them.
+pub const RACK_TOPOLOGY_KEYS: [&str; 2] = [
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+];
+
 /// Why a `Cluster` cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ValidationError {
@@ -78,6 +86,11 @@ pub enum ValidationError {
     BadProperty { key: String, value: String },
     #[error("config {key}={value} is not a whole number")]
     NotANumber { key: String, value: String },
+    #[error(
+        "rack.topologyKey {0:?} is not one the brokers can read: use topology.kubernetes.io/zone \
+         or topology.kubernetes.io/region (the labels Kubernetes copies onto pods)"
+    )]
+    UnsupportedTopologyKey(String),
     #[error("config {key}={value} exceeds the {replicas} brokers of the cluster")]
     ExceedsBrokers {
         key: String,
@@ -98,6 +111,7 @@ impl ValidationError {
             Self::OwnedProperty(_) => "OwnedConfigOverridden",
             Self::NotANumber { .. } | Self::BadProperty { .. } => "InvalidConfig",
             Self::ExceedsBrokers { .. } => "ReplicationExceedsBrokers",
+            Self::UnsupportedTopologyKey(_) => "UnsupportedTopologyKey",
         }
     }
 }
@@ -172,6 +186,14 @@ pub fn validate(cluster: &Cluster) -> Result<ValidatedCluster, ValidationError> 
                     replicas: spec.replicas,
                 });
             }
+        }
+    }
+
+    if let Some(rack) = &spec.rack {
+        if !RACK_TOPOLOGY_KEYS.contains(&rack.topology_key.as_str()) {
+            return Err(ValidationError::UnsupportedTopologyKey(
+                rack.topology_key.clone(),
+            ));
         }
     }
 
@@ -352,5 +374,20 @@ mod tests {
         assert_eq!(parse_quantity("1..2Gi"), None);
         assert_eq!(parse_quantity("Gi"), None);
         assert!(parse_quantity("20Gi") > parse_quantity("10Gi"));
+    }
+
+    #[test]
+    fn a_rack_key_the_pod_cannot_read_is_refused() {
+        let mut c: Cluster = serde_yaml::from_str(
+            "apiVersion: rill.dev/v1alpha1\nkind: Cluster\n\
+             metadata: {name: x, namespace: ns, uid: u1}\n\
+             spec: {storage: {size: 1Gi}, rack: {topologyKey: kubernetes.io/hostname}}\n",
+        )
+        .unwrap();
+        let err = validate(&c).unwrap_err();
+        assert_eq!(err.reason(), "UnsupportedTopologyKey");
+        assert!(err.to_string().contains("kubernetes.io/hostname"), "{err}");
+        c.spec.rack.as_mut().unwrap().topology_key = "topology.kubernetes.io/region".into();
+        assert!(validate(&c).is_ok());
     }
 }
