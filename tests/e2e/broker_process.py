@@ -68,7 +68,11 @@ def kafka_jars(kind: str) -> str:
 
 
 def rill_binary() -> Path:
-    return Path(os.environ.get("RILL_BROKER_BIN") or REPO / "target" / "debug" / "rill-broker")
+    """$RILL_BROKER_BIN, else what cargo built: $CARGO_TARGET_DIR or the repo's target/."""
+    if os.environ.get("RILL_BROKER_BIN"):
+        return Path(os.environ["RILL_BROKER_BIN"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    return target / "debug" / "rill-broker"
 
 
 def free_port() -> int:
