@@ -23,6 +23,9 @@ good after a scale-down. Three voters (combined broker+controller) and broker-on
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from broker_process import target
 from cluster_process import Cluster, kafka_tool
@@ -53,6 +56,10 @@ def described_brokers(cluster: Cluster, via: int) -> list[int]:
 
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap_of(via)})  # referenced until result()
     return sorted(n.id for n in admin.describe_cluster(request_timeout=10).result(timeout=15).nodes)
+
+
+def plain_log(cluster: Cluster, i: int) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", cluster.nodes[i].log_text())
 
 
 def start(cluster_factory) -> Cluster:
@@ -99,9 +106,14 @@ def test_a_stopped_broker_is_unregistered_for_good(cluster_factory):
         assert voter.returncode == 1, voter.stdout + voter.stderr
         assert "InvalidRequestException" in voter.stderr, voter.stderr
         assert metadata_brokers(c, 1) == voters
-        # The active controller stopped replicating the metadata log to node 4.
-        c.wait_for(lambda: any("removing an unregistered broker-only node from the learners"
-                               in c.nodes[i].log_text() for i in voters), 10, "learner 4 removed")
+        # The active controller dropped node 4 from the Raft learners: its attempts to
+        # replicate the metadata log to the gone node stop.
+        removed = "removing an unregistered broker-only node from the learners broker=4"
+        leader = c.wait_for(lambda: next((i for i in voters if removed in plain_log(c, i)), None),
+                            10, "learner 4 removed")
+        failures = plain_log(c, leader).count("error replication to target=4")
+        time.sleep(3)  # ten Raft heartbeat intervals
+        assert plain_log(c, leader).count("error replication to target=4") == failures
 
 
 @pytest.mark.rill_only
