@@ -329,8 +329,10 @@ mod tests {
     fn learners_are_kept_while_the_image_lags_the_membership() {
         // A controller that just took over has applied only up to index 1: learner 5
         // was added (at index 7) after a registration this image has not seen yet.
-        let mut image = MetadataImage::default();
-        image.applied_index = 1;
+        let image = MetadataImage {
+            applied_index: 1,
+            ..MetadataImage::default()
+        };
         let (_, remove) = learner_changes(&image, &BTreeSet::from([1, 5]), &BTreeSet::from([5]), 7);
         assert!(remove.is_empty());
     }
