@@ -266,9 +266,13 @@ class Cluster:
     """N broker processes (Rill or Kafka), node ids 1..N on 127.0.0.1..N."""
 
     def __init__(self, workdir: Path, n: int = 3, extra: dict | None = None, proxied: bool = False,
-                 kind: str | None = None, rf: int | None = None):
+                 kind: str | None = None, rf: int | None = None, broker_only: tuple[int, ...] = ()):
         if not 1 <= n <= MAX_NODES:
             raise ValueError(f"1..{MAX_NODES} nodes, not {n}")
+        if broker_only and proxied:
+            raise ValueError("broker-only nodes are not supported behind the proxy")
+        # process.roles=broker: not in controller.quorum.voters (a Raft learner in Rill)
+        self.broker_only = tuple(broker_only)
         self.kind = kind or target()
         self.workdir = Path(workdir)
         self.n = n
@@ -324,7 +328,11 @@ class Cluster:
             if self.kind == "rill":
                 return self.base + 3
             return self.controller_port if j == i else self.base + 10 + i
-        return ",".join(f"{j}@{node_ip(j)}:{addr(j)}" for j in self.nodes)
+        return ",".join(f"{j}@{node_ip(j)}:{addr(j)}" for j in self.voter_ids)
+
+    @property
+    def voter_ids(self) -> list[int]:
+        return [j for j in self.nodes if j not in self.broker_only]
 
     # ---- configuration -------------------------------------------------------------
     def properties(self, i: int) -> dict:
@@ -341,6 +349,11 @@ class Cluster:
             "default.replication.factor": str(self.rf),
             "min.insync.replicas": str(min(2, self.rf)),
         }
+        if i in self.broker_only:
+            props["process.roles"] = "broker"
+            if self.kind == "kafka":
+                # a Kafka broker-only node has no CONTROLLER listener (Rill's replicates over it)
+                props["listeners"] = f"PLAINTEXT://{ip}:{self.kafka_port}"
         if self.kind == "rill":
             # Rill-only: each node its own /metrics address (the default is shared)
             props["metrics.listen"] = f"{ip}:{self.metrics_port}"
@@ -677,7 +690,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster_factory(tmp_path, request):
-    """make(n=3, extra=None, proxied=False, start=True) -> Cluster. Every cluster made
+    """make(n=3, extra=None, proxied=False, start=True, broker_only=()) -> Cluster. Every cluster made
     is torn down (processes by PID, the proxy) whatever the test's outcome; when the
     test failed, each node's log tail and the cluster's timeline are printed.
 
@@ -689,8 +702,9 @@ def cluster_factory(tmp_path, request):
         pytest.skip("RILL_E2E_CLUSTER=0: cluster tests against Rill turned off")
 
     def make(n: int = 3, extra: dict | None = None, proxied: bool = False, start: bool = True,
-             name: str | None = None) -> Cluster:
-        c = Cluster(tmp_path / (name or f"cluster{len(made)}"), n=n, extra=extra, proxied=proxied)
+             name: str | None = None, broker_only: tuple[int, ...] = ()) -> Cluster:
+        c = Cluster(tmp_path / (name or f"cluster{len(made)}"), n=n, extra=extra, proxied=proxied,
+                    broker_only=broker_only)
         made.append(c)
         if start:
             try:

@@ -2,7 +2,7 @@
 //! liveness from heartbeats (kept in memory, as in Kafka: only the fencing decision is
 //! replicated), unfencing brokers that caught up, and preferred-leader rebalancing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +12,13 @@ use tokio::sync::watch;
 use super::command::ElectionType;
 use super::node::ClusterNode;
 use super::quorum::HeartbeatHandler;
-use super::Command;
+use super::{Command, MetadataImage};
 use crate::config::ClusterConfig;
 use crate::rpc::proto::{BrokerHeartbeat, HeartbeatReply};
+
+/// The heartbeat answer to a broker process whose registration is gone (unregistered
+/// by an operator while it was alive): it registers again.
+pub const NOT_REGISTERED: &str = "broker not registered: register again";
 
 /// How often the controller looks at broker liveness.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
@@ -69,7 +73,7 @@ impl Controller {
             for command in self.liveness_decisions(since, Instant::now()) {
                 self.propose(command).await;
             }
-            self.add_learners().await;
+            self.sync_learners().await;
             let rebalance_every =
                 Duration::from_millis(self.config.leader_imbalance_check_interval_ms as u64);
             if self.config.auto_leader_rebalance_enable
@@ -83,23 +87,30 @@ impl Controller {
         }
     }
 
-    /// Registered brokers that are not quorum members (broker-only nodes) join as
-    /// learners: they then receive the metadata log like every voter.
-    async fn add_learners(&self) {
+    /// Keeps the learners in step with the registrations: registered brokers that are
+    /// not quorum members (broker-only nodes) join as learners and then receive the
+    /// metadata log like every voter; learners no longer registered (unregistered after
+    /// a scale-down) are removed, so the leader stops replicating to a gone node. An
+    /// unregistered node comes back only by registering again.
+    async fn sync_learners(&self) {
         let quorum = self.node.quorum();
         let members = quorum.members();
-        let missing: Vec<(i32, String)> = self
-            .node
-            .image()
-            .brokers
-            .values()
-            .filter(|b| !members.contains(&b.broker_id) && !b.endpoints.internal.is_empty())
-            .map(|b| (b.broker_id, b.endpoints.internal.clone()))
-            .collect();
-        for (id, addr) in missing {
+        let (learners, membership_index) = quorum.learners();
+        let (add, remove) =
+            learner_changes(&self.node.image(), &members, &learners, membership_index);
+        for (id, addr) in add {
             tracing::info!(broker = id, %addr, "adding a broker-only node as a learner");
             if let Err(e) = quorum.add_learner(id, addr).await {
                 tracing::warn!(broker = id, error = %e, "cannot add the learner");
+            }
+        }
+        for id in remove {
+            tracing::info!(
+                broker = id,
+                "removing an unregistered broker-only node from the learners"
+            );
+            if let Err(e) = quorum.remove_learner(id).await {
+                tracing::warn!(broker = id, error = %e, "cannot remove the learner");
             }
         }
     }
@@ -184,6 +195,34 @@ impl Controller {
     }
 }
 
+/// The learners to add (registered brokers that are not members, with their internal
+/// address) and to remove (learners with no registration). Removal waits until the image
+/// has applied the membership that lists the learners: a controller that just took over
+/// may not have applied a learner's registration yet.
+fn learner_changes(
+    image: &MetadataImage,
+    members: &BTreeSet<i32>,
+    learners: &BTreeSet<i32>,
+    membership_index: u64,
+) -> (Vec<(i32, String)>, Vec<i32>) {
+    let add = image
+        .brokers
+        .values()
+        .filter(|b| !members.contains(&b.broker_id) && !b.endpoints.internal.is_empty())
+        .map(|b| (b.broker_id, b.endpoints.internal.clone()))
+        .collect();
+    let remove = if image.applied_index >= membership_index {
+        learners
+            .iter()
+            .copied()
+            .filter(|id| !image.brokers.contains_key(id))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (add, remove)
+}
+
 impl HeartbeatHandler for Controller {
     fn heartbeat(&self, request: BrokerHeartbeat) -> HeartbeatReply {
         // Every controller records every heartbeat, so one taking over after a
@@ -214,6 +253,15 @@ impl HeartbeatHandler for Controller {
                 should_shut_down: b.in_controlled_shutdown,
                 ..HeartbeatReply::default()
             },
+            // Unregistered while alive (only an image that has applied the broker's
+            // registration can tell that from a registration it has not seen yet).
+            None if request.broker_epoch > 0 && image.applied_index >= request.registered_index => {
+                HeartbeatReply {
+                    fenced: true,
+                    error: NOT_REGISTERED.to_string(),
+                    ..HeartbeatReply::default()
+                }
+            }
             // Unknown or replaced: the broker must register again.
             _ => HeartbeatReply {
                 fenced: true,
@@ -221,5 +269,71 @@ impl HeartbeatHandler for Controller {
                 ..HeartbeatReply::default()
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::cluster::command::BrokerEndpoints;
+
+    /// Brokers 1 (a voter) and 4 (broker-only) registered, applied up to index 2.
+    fn image() -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for (index, id) in [(1, 1), (2, 4)] {
+            image.apply(
+                index,
+                &Command::RegisterBroker {
+                    broker_id: id,
+                    incarnation_id: Uuid::new_v4(),
+                    endpoints: BrokerEndpoints {
+                        kafka_host: format!("127.0.0.{id}"),
+                        kafka_port: 9092,
+                        internal: format!("127.0.0.{id}:9093"),
+                    },
+                    rack: None,
+                },
+            );
+        }
+        image
+    }
+
+    #[test]
+    fn a_registered_broker_only_node_is_added_as_a_learner_once() {
+        let image = image();
+        let (add, remove) = learner_changes(&image, &BTreeSet::from([1]), &BTreeSet::new(), 1);
+        assert_eq!(add, vec![(4, "127.0.0.4:9093".to_string())]);
+        assert!(remove.is_empty());
+        let (add, remove) =
+            learner_changes(&image, &BTreeSet::from([1, 4]), &BTreeSet::from([4]), 2);
+        assert!(add.is_empty() && remove.is_empty());
+    }
+
+    #[test]
+    fn an_unregistered_learner_is_removed_and_not_added_back() {
+        let mut image = image();
+        let unregister = Command::UnregisterBroker { broker_id: 4 };
+        assert_eq!(image.apply(3, &unregister), super::super::CommandResult::Ok);
+        let (add, remove) =
+            learner_changes(&image, &BTreeSet::from([1, 4]), &BTreeSet::from([4]), 2);
+        assert!(add.is_empty(), "{add:?}");
+        assert_eq!(remove, vec![4]);
+        // Once removed it stays out: nothing registers it.
+        let (add, remove) = learner_changes(&image, &BTreeSet::from([1]), &BTreeSet::new(), 4);
+        assert!(add.is_empty() && remove.is_empty());
+    }
+
+    #[test]
+    fn learners_are_kept_while_the_image_lags_the_membership() {
+        // A controller that just took over has applied only up to index 1: learner 5
+        // was added (at index 7) after a registration this image has not seen yet.
+        let image = MetadataImage {
+            applied_index: 1,
+            ..MetadataImage::default()
+        };
+        let (_, remove) = learner_changes(&image, &BTreeSet::from([1, 5]), &BTreeSet::from([5]), 7);
+        assert!(remove.is_empty());
     }
 }

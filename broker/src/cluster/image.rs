@@ -85,6 +85,7 @@ pub mod codes {
     pub const INVALID_UPDATE_VERSION: i16 = 108;
     pub const NEW_LEADER_ELECTED: i16 = 109;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
 }
 
 fn refuse(code: i16, message: impl Into<String>) -> CommandResult {
@@ -252,9 +253,16 @@ impl MetadataImage {
                     CommandResult::Ok
                 }
             },
+            // Kafka's UnregisterBroker: the broker leaves every ISR it can leave and
+            // the leadership it held; its replicas stay assigned (offline) until an
+            // operator moves them. A live process registers again on its next
+            // heartbeat.
             Command::UnregisterBroker { broker_id } => {
                 if self.brokers.remove(broker_id).is_none() {
-                    return refuse(codes::BROKER_NOT_AVAILABLE, "no such broker");
+                    return refuse(
+                        codes::BROKER_ID_NOT_REGISTERED,
+                        format!("Broker ID {broker_id} is not currently registered"),
+                    );
                 }
                 self.remove_from_leadership(*broker_id);
                 CommandResult::Ok
@@ -1103,5 +1111,51 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn unregistering_forgets_the_broker_and_its_leadership_but_not_its_replicas() {
+        let mut image = cluster(3, vec![vec![1, 2, 3], vec![3, 2, 1]]);
+        let old_epoch = epoch(&image, 1);
+        let unregister = Command::UnregisterBroker { broker_id: 1 };
+        assert_eq!(image.apply(10, &unregister), CommandResult::Ok);
+        assert!(!image.brokers.contains_key(&1));
+        assert!(!image.is_active(1));
+        let p = p0(&image);
+        assert_eq!((p.leader, p.leader_epoch), (2, 1));
+        assert_eq!(p.isr, vec![2, 3]);
+        // The assignment is the operator's to change (an offline replica until then).
+        assert_eq!(p.replicas, vec![1, 2, 3]);
+        let p1 = image.partition("t", 1).unwrap();
+        assert_eq!((p1.leader, p1.isr.clone()), (3, vec![3, 2]));
+        assert_eq!(p1.replicas, vec![3, 2, 1]);
+
+        // Kafka's answer for an id it does not know.
+        assert_eq!(
+            image.apply(11, &unregister),
+            CommandResult::Error {
+                code: codes::BROKER_ID_NOT_REGISTERED,
+                message: "Broker ID 1 is not currently registered".into(),
+            }
+        );
+
+        // The same node registering again is a new broker epoch, fenced until caught up.
+        let register = Command::RegisterBroker {
+            broker_id: 1,
+            incarnation_id: Uuid::new_v4(),
+            endpoints: endpoints(1),
+            rack: None,
+        };
+        let CommandResult::BrokerRegistered { broker_epoch } = image.apply(12, &register) else {
+            panic!("not registered")
+        };
+        assert!(broker_epoch > old_epoch);
+        assert!(image.brokers[&1].fenced);
+        let unfence = Command::UnfenceBroker {
+            broker_id: 1,
+            broker_epoch,
+        };
+        assert_eq!(image.apply(13, &unfence), CommandResult::Ok);
+        assert!(image.is_active(1));
     }
 }

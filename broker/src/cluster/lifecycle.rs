@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use super::command::BrokerEndpoints;
-use super::controller::Controller;
+use super::controller::{Controller, NOT_REGISTERED};
 use super::image::codes;
 use super::node::{ClusterError, ClusterNode};
 use super::quorum::HeartbeatHandler;
@@ -72,7 +72,7 @@ pub async fn register(
         }
         match node.propose_committed(command.clone()).await {
             Ok((CommandResult::BrokerRegistered { broker_epoch }, index)) => {
-                node.set_broker_epoch(broker_epoch);
+                node.set_registration(broker_epoch, index);
                 tracing::info!(broker_epoch, index, "registered with the controller");
                 return Ok(index);
             }
@@ -92,7 +92,9 @@ pub async fn register(
     }
 }
 
-/// Sends heartbeats to the active controller until shutdown.
+/// Sends heartbeats to the active controller until shutdown. A controller that no
+/// longer has this process registered (an operator unregistered it while it was alive)
+/// gets a new registration, as a restarted process would make.
 pub async fn heartbeats(
     node: Arc<ClusterNode>,
     controller: Arc<Controller>,
@@ -113,13 +115,15 @@ pub async fn heartbeats(
             broker_epoch: node.broker_epoch(),
             applied_index: *node.quorum().applied().borrow(),
             want_shutdown: false,
+            registered_index: node.registered_index(),
         };
         // To every voter, not only the active controller: whichever takes over next
         // already knows when each broker was last heard from.
         let mut sends = Vec::new();
+        let mut unregistered = false;
         for (voter, address) in &config.cluster.voters {
             if *voter == config.node_id {
-                controller.heartbeat(request);
+                unregistered |= controller.heartbeat(request).error == NOT_REGISTERED;
                 continue;
             }
             if address.is_empty() {
@@ -143,8 +147,21 @@ pub async fn heartbeats(
             sends.push(async move { client.heartbeat(request).await });
         }
         for result in futures::future::join_all(sends).await {
-            if let Err(status) = result {
-                tracing::debug!(%status, "heartbeat failed");
+            match result {
+                Ok(reply) => unregistered |= reply.into_inner().error == NOT_REGISTERED,
+                Err(status) => tracing::debug!(%status, "heartbeat failed"),
+            }
+        }
+        if unregistered {
+            tracing::warn!(
+                broker_epoch = request.broker_epoch,
+                "the controller has no registration for this broker (unregistered while \
+                 running): registering again"
+            );
+            match register(&node, &config, &shutdown).await {
+                Ok(_) => {}
+                Err(LifecycleError::Stopped) => return,
+                Err(e) => tracing::error!(error = %e, "cannot register again"),
             }
         }
     }

@@ -1,7 +1,7 @@
 //! This node's handle on the cluster: the metadata image, proposals to the quorum, and
 //! its own registration (broker epoch). Brokers-side code goes through it.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ pub struct ClusterNode {
     quorum: Quorum,
     image: Arc<RwLock<MetadataImage>>,
     broker_epoch: AtomicI64,
+    /// Metadata log index of this process's current registration.
+    registered_index: AtomicU64,
     /// The metadata index this node's partitions reflect (the publisher sets it).
     published: watch::Sender<u64>,
 }
@@ -58,6 +60,7 @@ impl ClusterNode {
             quorum,
             image,
             broker_epoch: AtomicI64::new(-1),
+            registered_index: AtomicU64::new(0),
             published: watch::channel(0).0,
         }
     }
@@ -75,7 +78,14 @@ impl ClusterNode {
         self.broker_epoch.load(Ordering::Acquire)
     }
 
-    pub fn set_broker_epoch(&self, epoch: i64) {
+    /// The metadata log index this process registered at (0 until registered).
+    pub fn registered_index(&self) -> u64 {
+        self.registered_index.load(Ordering::Acquire)
+    }
+
+    /// Records a registration: its broker epoch and the log index it committed at.
+    pub fn set_registration(&self, epoch: i64, index: u64) {
+        self.registered_index.store(index, Ordering::Release);
         self.broker_epoch.store(epoch, Ordering::Release);
     }
 

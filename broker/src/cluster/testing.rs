@@ -59,11 +59,11 @@ impl SingleNode {
                     .await
                     .expect("fence the previous node");
             }
-            let (result, _) = node.propose_committed(register).await.expect("register");
+            let (result, index) = node.propose_committed(register).await.expect("register");
             let CommandResult::BrokerRegistered { broker_epoch } = result else {
                 panic!("{result:?}")
             };
-            node.set_broker_epoch(broker_epoch);
+            node.set_registration(broker_epoch, index);
             let unfence = Command::UnfenceBroker {
                 broker_id: config.node_id,
                 broker_epoch,

@@ -35,6 +35,7 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::UnregisterBroker, 0, 0),
 ];
 
 /// The supported range of an API, clamped to what the crate decodes.
@@ -97,5 +98,6 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch, 12));
         assert!(!is_supported(ApiKey::Fetch, 3));
         assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
+        assert_eq!(supported_versions(ApiKey::UnregisterBroker), Some((0, 0)));
     }
 }

@@ -1,11 +1,16 @@
-//! DescribeCluster: the cluster id, the controller and the brokers.
+//! The cluster's brokers: DescribeCluster (the cluster id, the controller and the
+//! brokers) and UnregisterBroker (an operator forgets a broker removed for good).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::Context;
+use crate::cluster::Command;
 
 /// Endpoint types of DescribeCluster v1+: 1 = brokers, 2 = controllers.
 const ENDPOINT_BROKERS: i8 = 1;
@@ -43,4 +48,42 @@ pub fn describe(
         })
         .collect();
     response.with_brokers(brokers)
+}
+
+/// UnregisterBroker (`kafka-cluster.sh unregister`): the removal goes through the metadata
+/// quorum; the active controller then drops the node from the Raft learners. A voter
+/// cannot be unregistered: the voter set is fixed, and it would register again anyway.
+pub fn unregister_broker(
+    ctx: &Context,
+    request: UnregisterBrokerRequest,
+) -> UnregisterBrokerResponse {
+    let broker_id = request.broker_id.0;
+    let response = UnregisterBrokerResponse::default();
+    if ctx
+        .replicas
+        .config()
+        .cluster
+        .voters
+        .contains_key(&broker_id)
+    {
+        return response
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_error_message(Some(StrBytes::from_string(format!(
+                "Broker {broker_id} is a controller (a voter in controller.quorum.voters) \
+                 and cannot be unregistered: the voter set of the metadata quorum is fixed"
+            ))));
+    }
+    match ctx
+        .replicas
+        .cluster()
+        .propose_blocking(Command::UnregisterBroker { broker_id })
+    {
+        Ok(_) => {
+            tracing::info!(broker = broker_id, "broker unregistered");
+            response
+        }
+        Err(e) => response
+            .with_error_code(e.code())
+            .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+    }
 }

@@ -116,6 +116,7 @@ fn writes_to_disk(request: &RequestKind) -> bool {
             // Metadata changes wait for the quorum.
             | RequestKind::ElectLeaders(_)
             | RequestKind::AlterPartitionReassignments(_)
+            | RequestKind::UnregisterBroker(_)
     )
 }
 
@@ -147,6 +148,9 @@ fn route_now(ctx: &Context, request: RequestKind, version: i16, c: i32) -> Outco
         }
         RequestKind::DescribeCluster(r) => {
             respond(encode(c, version, &cluster::describe(ctx, r, version)))
+        }
+        RequestKind::UnregisterBroker(r) => {
+            respond(encode(c, version, &cluster::unregister_broker(ctx, r)))
         }
         RequestKind::InitProducerId(r) => {
             respond(encode(c, version, &init_producer_id::handle(ctx, r)))

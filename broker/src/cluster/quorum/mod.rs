@@ -8,9 +8,10 @@
 //! - [`Quorum::propose`] commits a command from any node: the leader commits it, any
 //!   other node forwards it to the leader over `Controller.Propose`.
 //!
-//! Only voters are supported: a node whose id is not among the voters starts without
-//! forming the quorum and would have to be added as a learner, which nothing does yet.
-//! The voter set cannot be changed either (no membership-change API).
+//! A node whose id is not among the voters (a broker-only node) starts without forming
+//! the quorum; the active controller adds it as a learner once it registers and removes
+//! it when it is unregistered ([`Quorum::add_learner`], [`Quorum::remove_learner`]).
+//! The voter set cannot be changed.
 
 mod files;
 mod log_store;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -339,6 +340,37 @@ impl Quorum {
             .await
             .map(|_| ())
             .map_err(|e| QuorumError::Raft(format!("add learner {id}: {e}")))
+    }
+
+    /// Removes a learner (an unregistered broker-only node): the leader stops sending
+    /// it the metadata log. Voters cannot be removed. Only the leader can.
+    pub async fn remove_learner(&self, id: i32) -> Result<(), QuorumError> {
+        let id = node_id(id)?;
+        let remove = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        self.inner
+            .raft
+            .change_membership(remove, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| QuorumError::Raft(format!("remove learner {id}: {e}")))
+    }
+
+    /// The learners (broker-only nodes) and the log index of the membership that lists
+    /// them: an image that has applied that index knows every learner's registration.
+    pub fn learners(&self) -> (BTreeSet<i32>, u64) {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = &metrics.membership_config;
+        let learners = membership
+            .membership()
+            .learner_ids()
+            .filter_map(|id| i32::try_from(id).ok())
+            .collect();
+        let index = membership
+            .log_id()
+            .as_ref()
+            .map_or(0, |log_id| log_id.index);
+        (learners, index)
     }
 
     /// The ids of every member, voters and learners.

@@ -522,3 +522,48 @@ async fn invalid_configs_are_refused() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_learner_stops_receiving_the_log_until_added_again() {
+    bounded(async {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (voters, mut bound) = listeners(&[1]).await;
+        let voter = start_node(1, &voters, dirs[0].path(), bound.remove(&1).unwrap(), 1000).await;
+        assert_eq!(agreed_leader(&[&voter]).await, 1);
+        let learner_listener = bind("127.0.0.1:0").await;
+        let learner_addr = learner_listener.local_addr().unwrap().to_string();
+        let learner = start_node(4, &voters, dirs[1].path(), learner_listener, 1000).await;
+
+        voter
+            .quorum
+            .add_learner(4, learner_addr.clone())
+            .await
+            .unwrap();
+        assert_eq!(voter.quorum.members(), BTreeSet::from([1, 4]));
+        let first = voter.quorum.propose(command(1)).await.unwrap();
+        assert!(learner.quorum.wait_applied(first.index, WAIT).await);
+
+        voter.quorum.remove_learner(4).await.unwrap();
+        assert_eq!(voter.quorum.members(), BTreeSet::from([1]));
+        let (learners, membership_index) = voter.quorum.learners();
+        assert!(learners.is_empty());
+        assert!(membership_index > first.index);
+        let second = voter.quorum.propose(command(2)).await.unwrap();
+        assert!(
+            !learner
+                .quorum
+                .wait_applied(second.index, Duration::from_millis(1500))
+                .await,
+            "a removed learner still receives the log"
+        );
+        // A voter is not a learner: removing it is refused.
+        assert!(voter.quorum.remove_learner(1).await.is_err());
+
+        // Registering again makes it a learner again, and it catches up.
+        voter.quorum.add_learner(4, learner_addr).await.unwrap();
+        assert!(learner.quorum.wait_applied(second.index, WAIT).await);
+        learner.stop().await;
+        voter.stop().await;
+    })
+    .await;
+}
