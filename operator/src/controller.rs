@@ -1,6 +1,6 @@
 //! Wiring of the `Cluster` controller: watches, the reconcile pipeline, error backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,9 +19,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cluster::rolling::{self, RollDecision};
+use crate::cluster::rolling::{BrokerView, PartitionView};
 use crate::cluster::{apply, build, status, validate};
 use crate::crd::Cluster;
-use crate::kafka_admin::{AdminClient, AdminConfig, ClusterDescription};
+use crate::kafka_admin::{AdminClient, AdminConfig};
 use crate::metrics::Metrics;
 use crate::Error;
 
@@ -45,11 +46,11 @@ pub struct Context {
     pub(crate) brokers: BrokerSource,
 }
 
-/// The brokers' answer to DescribeCluster; tests give a fixed one.
+/// The brokers' answers (cluster id and BrokerView); tests give fixed ones.
 pub(crate) enum BrokerSource {
     Kafka,
     #[cfg(test)]
-    Fixed(ClusterDescription),
+    Fixed((String, BrokerView)),
 }
 
 impl Context {
@@ -217,28 +218,26 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
     let applied = apply::apply_all(client, &namespace, build::build(&validated)).await?;
     let sts = applied.stateful_set;
     let pods = apply::list_pods(client, &namespace, &name).await?;
-    // The brokers' own word on who is registered and unfenced (DescribeCluster); a pod
-    // being Ready only says its Kafka port is open. Unanswered, nobody counts as
-    // registered and no pod is restarted.
+    // The brokers' own word on who is registered and unfenced (DescribeCluster) and on
+    // every partition's ISR (Metadata); a pod being Ready only says its Kafka port is
+    // open. Unanswered, nobody counts as registered and no pod is restarted.
     let described = match &ctx.brokers {
         _ if !pods.iter().any(rolling::is_ready) => None,
         BrokerSource::Kafka => {
-            describe_cluster(&validated_bootstrap(cluster, &namespace, &name)).await
+            observe_brokers(
+                &validated_bootstrap(cluster, &namespace, &name),
+                build::min_insync_replicas(&validated),
+            )
+            .await
         }
         #[cfg(test)]
         BrokerSource::Fixed(d) => Some(d.clone()),
     };
-    let registered: BTreeSet<i32> = described
+    let brokers = described
         .as_ref()
-        .map(|d| {
-            d.brokers
-                .iter()
-                .filter(|b| !b.is_fenced)
-                .map(|b| b.node_id)
-                .collect()
-        })
+        .map(|(_, b)| b.clone())
         .unwrap_or_default();
-    let roll = rolling::decide(&sts, &pods, validated.controllers, &registered);
+    let roll = rolling::decide(&sts, &pods, validated.controllers, &brokers);
     if let RollDecision::Restart { pod, uid, outdated } = &roll {
         info!(cluster = %key(cluster), %pod, outdated, "restarting an outdated broker");
         apply::delete_pod(client, &namespace, pod, uid.clone()).await?;
@@ -250,7 +249,7 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
         pods: &pods,
         roll: &roll,
         scale_down_held: applied.scale_down_held,
-        cluster_id: described.as_ref().map(|d| d.cluster_id.as_str()),
+        cluster_id: described.as_ref().map(|(id, _)| id.as_str()),
     };
     let new_status = status::compute(cluster, &observed, &now);
     let settled = roll == RollDecision::UpToDate
@@ -271,9 +270,10 @@ fn validated_bootstrap(cluster: &Cluster, namespace: &str, name: &str) -> String
     build::bootstrap_address(name, namespace, cluster.spec.listeners.internal.port)
 }
 
-/// DescribeCluster through the bootstrap Service, bounded: a reconcile must not hang on
-/// brokers that are starting.
-async fn describe_cluster(bootstrap: &str) -> Option<ClusterDescription> {
+/// The cluster id and the brokers' view (DescribeCluster, Metadata, and each topic's
+/// `min.insync.replicas` override) through the bootstrap Service, bounded: a reconcile must
+/// not hang on brokers that are starting.
+async fn observe_brokers(bootstrap: &str, default_min_insync: i32) -> Option<(String, BrokerView)> {
     let config = AdminConfig {
         request_timeout: Duration::from_secs(5),
         max_attempts: 2,
@@ -281,13 +281,42 @@ async fn describe_cluster(bootstrap: &str) -> Option<ClusterDescription> {
     };
     let result = async {
         let mut admin = AdminClient::connect(&[bootstrap.to_string()], config).await?;
-        admin.describe_cluster().await
+        let described = admin.describe_cluster().await?;
+        let metadata = admin.metadata(None).await?;
+        let mut partitions = Vec::new();
+        for topic in &metadata.topics {
+            let configs = admin.describe_topic_configs(&topic.name).await?;
+            let min_insync = configs
+                .get("min.insync.replicas")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(default_min_insync);
+            partitions.extend(topic.partitions.iter().map(|p| PartitionView {
+                topic: topic.name.clone(),
+                partition: p.partition,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                min_insync,
+            }));
+        }
+        Ok::<_, crate::kafka_admin::AdminError>((described, partitions))
     }
     .await;
     match result {
-        Ok(d) => Some(d),
+        Ok((d, partitions)) => Some((
+            d.cluster_id,
+            BrokerView {
+                registered: d
+                    .brokers
+                    .iter()
+                    .filter(|b| !b.is_fenced)
+                    .map(|b| b.node_id)
+                    .collect(),
+                controller: (d.controller_id >= 0).then_some(d.controller_id),
+                partitions,
+            },
+        )),
         Err(e) => {
-            warn!(%bootstrap, error = %e, "DescribeCluster failed");
+            warn!(%bootstrap, error = %e, "asking the brokers failed");
             None
         }
     }
@@ -321,19 +350,14 @@ mod tests {
         let (tx, rx) = watch::channel(leader);
         std::mem::forget(tx);
         let mut ctx = Context::new(client, Arc::new(Metrics::new()), rx);
-        ctx.brokers = BrokerSource::Fixed(ClusterDescription {
-            cluster_id: "c1".into(),
-            controller_id: 0,
-            brokers: (0..3)
-                .map(|node_id| crate::kafka_admin::BrokerInfo {
-                    node_id,
-                    host: format!("x-{node_id}"),
-                    port: 9092,
-                    rack: None,
-                    is_fenced: false,
-                })
-                .collect(),
-        });
+        ctx.brokers = BrokerSource::Fixed((
+            "c1".into(),
+            BrokerView {
+                registered: (0..3).collect(),
+                controller: Some(0),
+                partitions: vec![],
+            },
+        ));
         ctx
     }
 

@@ -288,10 +288,23 @@ a.incremental_alter_configs([res])[res].result(timeout=10)
     assert describe_topic(kube, "orders")["configs"]["retention.ms"] == "1000"
     kube.wait_for(lambda: describe_topic(kube, "orders")["configs"].get("retention.ms") == "7200000",
                   timeout=90, interval=2, what="drifted retention.ms restored by the operator")
+    ready = kube.wait_for(lambda: (lambda c: c if c and c["reason"] == "DriftCorrected" else None)(
+        condition(kube.get("topic/orders", NS), "Ready")), timeout=15, what="drift reported")
+    assert ready["status"] == "True" and "retention.ms" in ready["message"], ready
 
     # Fewer partitions is refused by the apiserver (CEL), before any reconcile.
     r = kube.kubectl("apply", "-f", "-", input=topic_yaml("orders", 2), check=False)
     assert r.returncode != 0 and "partitions" in r.stderr, r.stderr
+
+
+def test_a_replication_factor_the_cluster_cannot_hold_is_reported(cluster):
+    kube = cluster
+    kube.apply(topic_yaml("too-wide", 1, rf=5))
+    ready = kube.wait_for(lambda: condition(kube.get("topic/too-wide", NS), "Ready"), timeout=60,
+                          what="too-wide reconciled")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidReplicationFactor"), ready
+    assert describe_topic(kube, "too-wide") == {}
+    kube.kubectl("delete", "topic", "too-wide", "-n", NS, "--timeout=30s")
 
 
 def test_storage_shrink_is_refused_by_the_apiserver(cluster):

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::validate::ValidatedCluster;
+use super::validate::{ValidatedCluster, RESTART_ANNOTATION};
 
 /// Pod-template annotation holding a hash of `server.properties`: a config change changes
 /// the template, hence the StatefulSet's update revision, hence a rolling restart.
@@ -131,6 +131,18 @@ fn default_replication_factor(v: &ValidatedCluster) -> i32 {
     v.controllers.min(3)
 }
 
+/// The cluster-wide `min.insync.replicas`: the spec's, else the operator's default.
+pub fn min_insync_replicas(v: &ValidatedCluster) -> i32 {
+    v.config
+        .get("min.insync.replicas")
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(if default_replication_factor(v) >= 3 {
+            2
+        } else {
+            1
+        })
+}
+
 /// `server.properties`: the operator's settings, then `spec.config` over the defaults,
 /// one `name=value` per line, sorted. Per-pod settings (node.id, listeners) are `--set` args.
 pub fn server_properties(v: &ValidatedCluster) -> String {
@@ -139,7 +151,7 @@ pub fn server_properties(v: &ValidatedCluster) -> String {
         ("default.replication.factor".into(), rf.to_string()),
         (
             "min.insync.replicas".into(),
-            if rf >= 3 { 2 } else { 1 }.to_string(),
+            min_insync_replicas(v).to_string(),
         ),
         ("offsets.topic.replication.factor".into(), rf.to_string()),
     ]);
@@ -323,6 +335,9 @@ fn pod_template(v: &ValidatedCluster, config_hash: &str) -> PodTemplateSpec {
     labels.extend(self::labels(&v.name));
     let mut annotations = t.annotations.clone();
     annotations.insert(CONFIG_HASH_ANNOTATION.into(), config_hash.into());
+    if let Some(restart) = &v.restart {
+        annotations.insert(RESTART_ANNOTATION.into(), restart.clone());
+    }
     let spread = v.rack.as_ref().map(|rack| {
         vec![TopologySpreadConstraint {
             max_skew: 1,
@@ -478,6 +493,7 @@ fn volume_claim_template(v: &ValidatedCluster) -> PersistentVolumeClaim {
 mod tests {
     use super::*;
     use crate::cluster::validate::validate;
+    use crate::cluster::validate::RESTART_ANNOTATION;
     use crate::crd::Cluster;
 
     const BASIC: &str = include_str!("fixtures/cluster-basic.yaml");
@@ -828,6 +844,23 @@ mod tests {
         ));
         assert!(props.contains("\ndefault.replication.factor=1\n"));
         assert!(props.contains("\nmin.insync.replicas=1\n"));
+    }
+
+    #[test]
+    fn the_restart_annotation_changes_the_pod_template_only() {
+        let mut c = cluster(BASIC);
+        let before = desired(&c);
+        c.metadata.annotations = Some(BTreeMap::from([(
+            RESTART_ANNOTATION.to_string(),
+            "2026-11-22T05:00:00Z".to_string(),
+        )]));
+        let after = desired(&c);
+        let template = |d: &Desired| d.stateful_set.spec.as_ref().unwrap().template.clone();
+        assert_ne!(template(&before), template(&after));
+        let annotations = template(&after).metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[RESTART_ANNOTATION], "2026-11-22T05:00:00Z");
+        assert_eq!(config_hash_of(&before), config_hash_of(&after));
+        assert_eq!(before.config_map, after.config_map);
     }
 
     #[test]

@@ -1,11 +1,18 @@
-//! Rolling restart: the StatefulSet is `OnDelete`, so a new pod template (a config or
-//! image change) reaches a broker only when the operator deletes its pod. This decides,
-//! from what is observed, which single pod may go now, if any.
+//! Rolling restart: the StatefulSet is `OnDelete`, so a new pod template (a config,
+//! image or resources change, or the `rill.dev/restart` annotation) reaches a broker only
+//! when the operator deletes its pod. This decides, from what is observed, which single
+//! pod may go now, if any.
 //!
-//! Rule: restart one outdated pod only while every pod is Ready and every broker is
-//! registered; the next one only after the restarted pod is back and Ready. Outdated
-//! non-voters go first (highest ordinal first), the quorum voters last. A later issue adds
-//! ISR checks (leadership moved away, ISR >= min.insync.replicas) before each restart.
+//! Rules, in order:
+//! - an outdated pod that is not Ready is replaced first: it serves nothing, and its old
+//!   template may be why it fails (a bad config that was since fixed);
+//! - otherwise a pod goes only while every pod is Ready, every broker registered, every
+//!   partition fully in sync (ISR = replicas), and taking this broker out leaves every
+//!   partition it holds at or above `min.insync.replicas`;
+//! - non-voters first (highest ordinal first), then the quorum voters, the active
+//!   controller last of all, so the metadata quorum moves its leader once.
+//!
+//! The broker moves its leadership away on SIGTERM (controlled shutdown) before it exits.
 
 use std::collections::BTreeSet;
 
@@ -30,6 +37,26 @@ pub enum RollDecision {
     },
 }
 
+/// One partition as the brokers report it, with the `min.insync.replicas` that applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionView {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub min_insync: i32,
+}
+
+/// What the brokers said (DescribeCluster and Metadata): the checks before a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerView {
+    /// Registered, unfenced brokers.
+    pub registered: BTreeSet<i32>,
+    /// The active controller, when known.
+    pub controller: Option<i32>,
+    pub partitions: Vec<PartitionView>,
+}
+
 /// The ordinal of pod `<sts>-<N>`.
 pub fn ordinal(sts_name: &str, pod: &Pod) -> Option<i32> {
     pod.metadata
@@ -51,13 +78,12 @@ pub fn is_ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Decides the next restart. `controllers` are the voter ordinals 0..controllers-1;
-/// `registered` holds the node ids the metadata quorum reports as registered brokers.
+/// Decides the next restart. `controllers` are the voter ordinals 0..controllers-1.
 pub fn decide(
     sts: &StatefulSet,
     pods: &[Pod],
     controllers: i32,
-    registered: &BTreeSet<i32>,
+    brokers: &BrokerView,
 ) -> RollDecision {
     let name = sts.metadata.name.as_deref().unwrap_or_default();
     let Some(status) = sts.status.as_ref() else {
@@ -96,6 +122,9 @@ pub fn decide(
     {
         return wait(n, &format!("pod {} is terminating", name_of(p)));
     }
+    if let Some((_, down)) = outdated.iter().find(|(_, p)| !is_ready(p)) {
+        return restart(n, down);
+    }
     if (pods.len() as i32) < desired {
         return wait(n, &format!("{} of {desired} pods exist", pods.len()));
     }
@@ -105,15 +134,55 @@ pub fn decide(
     if let Some(missing) = pods
         .iter()
         .filter_map(|p| ordinal(name, p))
-        .find(|o| !registered.contains(o))
+        .find(|o| !brokers.registered.contains(o))
     {
         return wait(n, &format!("broker {missing} is not registered"));
     }
-    // Non-voters before voters, then the highest ordinal first.
-    outdated.sort_by_key(|(o, _)| (*o < controllers, std::cmp::Reverse(*o)));
-    let (_, pod) = outdated[0];
+    if let Some(p) = brokers
+        .partitions
+        .iter()
+        .find(|p| p.replicas.iter().any(|r| !p.isr.contains(r)))
+    {
+        return wait(
+            n,
+            &format!(
+                "partition {}-{} is not fully in sync (ISR {:?} of replicas {:?})",
+                p.topic, p.partition, p.isr, p.replicas
+            ),
+        );
+    }
+    // Non-voters before voters, the active controller last, then the highest ordinal first.
+    outdated.sort_by_key(|(o, _)| {
+        (
+            *o < controllers,
+            brokers.controller == Some(*o),
+            std::cmp::Reverse(*o),
+        )
+    });
+    let (next, pod) = outdated[0];
+    if let Some(p) = brokers
+        .partitions
+        .iter()
+        .find(|p| p.isr.contains(&next) && (p.isr.len() as i32) - 1 < p.min_insync)
+    {
+        return wait(
+            n,
+            &format!(
+                "restarting broker {next} would leave {}-{} with {} in-sync replicas, below \
+                 min.insync.replicas={}",
+                p.topic,
+                p.partition,
+                p.isr.len() - 1,
+                p.min_insync
+            ),
+        );
+    }
+    restart(n, pod)
+}
+
+fn restart(outdated: usize, pod: &Pod) -> RollDecision {
     RollDecision::Restart {
-        outdated: n,
+        outdated,
         pod: name_of(pod).to_string(),
         uid: pod.metadata.uid.clone(),
     }
@@ -178,8 +247,21 @@ pub(crate) mod tests {
         }
     }
 
-    fn all(n: i32) -> BTreeSet<i32> {
-        (0..n).collect()
+    fn all(n: i32) -> BrokerView {
+        BrokerView {
+            registered: (0..n).collect(),
+            ..BrokerView::default()
+        }
+    }
+
+    fn partition(replicas: &[i32], isr: &[i32], min_insync: i32) -> PartitionView {
+        PartitionView {
+            topic: "t".into(),
+            partition: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            min_insync,
+        }
     }
 
     #[test]
@@ -251,7 +333,10 @@ pub(crate) mod tests {
     #[test]
     fn waits_for_every_broker_to_be_registered() {
         let pods: Vec<_> = (0..3).map(|i| pod(i, "old", true)).collect();
-        let registered = BTreeSet::from([0, 2]);
+        let registered = BrokerView {
+            registered: BTreeSet::from([0, 2]),
+            ..BrokerView::default()
+        };
         assert!(matches!(
             decide(&sts(3, "new"), &pods, 3, &registered),
             RollDecision::Wait { ref reason, .. } if reason == "broker 1 is not registered"
@@ -267,6 +352,100 @@ pub(crate) mod tests {
             decide(&s, &pods, 3, &all(3)),
             RollDecision::Wait { outdated: 0, .. }
         ));
+    }
+
+    #[test]
+    fn an_outdated_pod_that_is_down_is_replaced_first() {
+        // x-2 crash-loops on a bad template; the fix makes it outdated: replace it even
+        // though it is not ready (waiting for it would wait forever).
+        let pods = vec![
+            pod(0, "old", true),
+            pod(1, "old", true),
+            pod(2, "bad", false),
+        ];
+        let d = decide(&sts(3, "old"), &pods, 3, &all(3));
+        assert_eq!(
+            d,
+            RollDecision::Restart {
+                outdated: 1,
+                pod: "x-2".into(),
+                uid: Some("uid-2".into())
+            }
+        );
+    }
+
+    #[test]
+    fn waits_until_every_partition_is_fully_in_sync() {
+        let pods: Vec<_> = (0..3).map(|i| pod(i, "old", true)).collect();
+        let mut view = all(3);
+        view.partitions = vec![
+            partition(&[0, 1, 2], &[0, 1, 2], 2),
+            partition(&[1, 2, 0], &[1, 0], 2),
+        ];
+        assert_eq!(
+            decide(&sts(3, "new"), &pods, 3, &view),
+            RollDecision::Wait {
+                outdated: 3,
+                reason: "partition t-0 is not fully in sync (ISR [1, 0] of replicas [1, 2, 0])"
+                    .into()
+            }
+        );
+        view.partitions[1].isr = vec![1, 2, 0];
+        assert!(matches!(
+            decide(&sts(3, "new"), &pods, 3, &view),
+            RollDecision::Restart { .. }
+        ));
+    }
+
+    #[test]
+    fn never_takes_a_partition_below_min_insync_replicas() {
+        let pods: Vec<_> = (0..3).map(|i| pod(i, "old", true)).collect();
+        let mut view = all(3);
+        // Replication factor 2 with min.insync.replicas=2: any restart of 1 or 2 breaks acks=all.
+        view.partitions = vec![partition(&[1, 2], &[1, 2], 2)];
+        assert_eq!(
+            decide(&sts(3, "new"), &pods, 3, &view),
+            RollDecision::Wait {
+                outdated: 3,
+                reason: "restarting broker 2 would leave t-0 with 1 in-sync replicas, below \
+                         min.insync.replicas=2"
+                    .into()
+            }
+        );
+        view.partitions[0].min_insync = 1;
+        assert!(matches!(
+            decide(&sts(3, "new"), &pods, 3, &view),
+            RollDecision::Restart { ref pod, .. } if pod == "x-2"
+        ));
+    }
+
+    #[test]
+    fn the_active_controller_goes_last() {
+        let pods: Vec<_> = (0..3).map(|i| pod(i, "old", true)).collect();
+        let mut view = all(3);
+        view.controller = Some(2);
+        let order: Vec<String> = (0..3)
+            .map(|k| {
+                // After each restart the pod is on the new revision.
+                let pods: Vec<_> = pods
+                    .iter()
+                    .cloned()
+                    .map(|mut p| {
+                        let o = ordinal("x", &p).unwrap();
+                        if [1, 0, 2][..k].contains(&o) {
+                            p.metadata.labels =
+                                Some(BTreeMap::from([(REVISION_LABEL.into(), "new".into())]));
+                        }
+                        p
+                    })
+                    .collect();
+                match decide(&sts(3, "new"), &pods, 3, &view) {
+                    RollDecision::Restart { pod, .. } => pod,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(order, ["x-1", "x-0", "x-2"]);
     }
 
     #[test]

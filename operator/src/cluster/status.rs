@@ -52,7 +52,10 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
     let sts_current = observed.stateful_set.is_some_and(|s| {
         s.status.as_ref().and_then(|st| st.observed_generation) >= s.metadata.generation
     });
-    let failing = observed.pods.iter().find_map(failing_container);
+    let failing = observed
+        .pods
+        .iter()
+        .find_map(|p| failing_container(p).or_else(|| not_ready_too_long(p, now)));
 
     let degraded = match (&observed.validated, &failing, observed.scale_down_held) {
         (Err(e), _, _) => (true, e.reason(), e.to_string()),
@@ -143,6 +146,25 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
         bootstrap: Some(bootstrap_address(&name, &namespace, port)),
         selector: Some(selector_string(&name)),
     }
+}
+
+/// How long a started broker may take to become ready (register, catch up with the
+/// metadata log, get unfenced) before the cluster is reported Degraded.
+pub const BROKER_READY_TIMEOUT_S: i64 = 180;
+
+/// `pod x-1 not ready 181 s after it started`, for a broker that never comes back.
+fn not_ready_too_long(pod: &Pod, now: &Time) -> Option<String> {
+    if is_ready(pod) || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let started = pod.status.as_ref()?.start_time.as_ref()?;
+    let secs = now.0.as_second() - started.0.as_second();
+    (secs > BROKER_READY_TIMEOUT_S).then(|| {
+        format!(
+            "pod {} not ready {secs} s after it started",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
 }
 
 /// `pod x-1: CrashLoopBackOff` for a pod whose broker container cannot start.
@@ -389,5 +411,45 @@ mod tests {
         assert_eq!(get(&s, READY).status, "True");
         assert_eq!(get(&s, PROGRESSING).status, "False");
         assert_eq!(s.replicas, 5);
+    }
+
+    #[test]
+    fn a_broker_that_never_gets_ready_is_degraded() {
+        let c = cluster("  storage: {size: 1Gi}\n");
+        let v = validate(&c).unwrap();
+        let mut stuck = pod(2, "new", false);
+        stuck.status.as_mut().unwrap().start_time = Some(at(1_000));
+        let pods = vec![pod(0, "new", true), pod(1, "new", true), stuck];
+        let observed = |pods: &[Pod]| {
+            compute(
+                &c,
+                &Observed {
+                    validated: Ok(&v),
+                    stateful_set: Some(&sts(3, "new")),
+                    pods,
+                    roll: &RollDecision::UpToDate,
+                    scale_down_held: None,
+                    cluster_id: None,
+                },
+                &at(1_000 + BROKER_READY_TIMEOUT_S + 1),
+            )
+        };
+        let s = observed(&pods);
+        let degraded = get(&s, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "BrokerFailing")
+        );
+        assert_eq!(
+            degraded.message,
+            format!(
+                "pod x-2 not ready {} s after it started",
+                BROKER_READY_TIMEOUT_S + 1
+            )
+        );
+        // Within the timeout it is only starting.
+        let mut starting = pods.clone();
+        starting[2].status.as_mut().unwrap().start_time = Some(at(1_000 + 10));
+        assert_eq!(get(&observed(&starting), "Degraded").status, "False");
     }
 }

@@ -55,9 +55,15 @@ pub struct ValidatedCluster {
     pub kafka_port: i32,
     pub rack: Option<RackSpec>,
     pub template: PodTemplateOverrides,
+    /// The Cluster's `rill.dev/restart` annotation: a new value rolls every broker.
+    pub restart: Option<String>,
     /// Accepted but doubtful settings, reported in the status.
     pub warnings: Vec<String>,
 }
+
+/// Set (to any new value, e.g. a timestamp) on a Cluster to restart every broker, one at
+/// a time, like `kubectl rollout restart`: it is copied into the pod template.
+pub const RESTART_ANNOTATION: &str = "rill.dev/restart";
 
 /// Node labels a broker can learn its rack from: Kubernetes (PodTopologyLabels
 /// admission) copies these from the Node onto the pod when it is bound, where the
@@ -215,6 +221,12 @@ pub fn validate(cluster: &Cluster) -> Result<ValidatedCluster, ValidationError> 
         kafka_port: spec.listeners.internal.port,
         rack: spec.rack.clone(),
         template: spec.template.clone().unwrap_or_default(),
+        restart: cluster
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESTART_ANNOTATION))
+            .cloned(),
         warnings,
     })
 }
