@@ -310,7 +310,7 @@ spec:
     env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
     ports: [{name: http, containerPort: 8080}]
     readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
-    livenessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+    livenessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1, initialDelaySeconds: 10, failureThreshold: 5}
 ---
 apiVersion: v1
 kind: Pod

@@ -10,24 +10,22 @@ Everything runs in one module-scoped control plane; the tests run in file order.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from checker import check  # noqa: E402
+from operator_env import (  # noqa: E402
+    OPERATOR_NS, ROOT, RillOnK8s, condition, finish_workload, install_operator, is_true, pod_ready,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 NS = "kafka"
-OPERATOR_NS = "rill-system"
 CLUSTER = "demo"
 BOOTSTRAP = f"{CLUSTER}-bootstrap.{NS}.svc:9092"
-VENV_PY = str(Path(sys.executable))
 
 pytestmark = [pytest.mark.rill_only, pytest.mark.k8s]
 
@@ -51,139 +49,15 @@ spec:
 """
 
 
-def topic_yaml(name: str, partitions: int, rf: int = 3, config: dict | None = None) -> str:
-    cfg = "".join(f'\n    {k}: "{v}"' for k, v in (config or {}).items())
-    return f"""
-apiVersion: rill.dev/v1alpha1
-kind: Topic
-metadata:
-  name: {name}
-  namespace: {NS}
-spec:
-  clusterRef:
-    name: {CLUSTER}
-  partitions: {partitions}
-  replicationFactor: {rf}
-  config:{cfg if cfg else " {}"}
-"""
-
-
-# ---- helpers ------------------------------------------------------------------------
-
-def condition(obj: dict | None, ctype: str) -> dict | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return c
-    return None
-
-
-def is_true(obj: dict | None, ctype: str) -> bool:
-    c = condition(obj, ctype)
-    return bool(c) and c.get("status") == "True"
-
-
-def broker_pods(kube) -> dict[str, dict]:
-    pods = kube.get("pods", NS)
-    return {p["metadata"]["name"]: p for p in pods["items"]
-            if p["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == CLUSTER}
-
-
-def pod_ready(pod: dict) -> bool:
-    return not pod["metadata"].get("deletionTimestamp") and is_true(pod, "Ready")
-
-
-def in_cluster_argv(kube, argv: list[str]) -> list[str]:
-    """argv run as a pod sees the cluster (the harness's hosts file on /etc/hosts)."""
-    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script,
-            str(kube.hosts_file), *argv]
-
-
-def in_cluster_python(kube, code: str, timeout: float = 60) -> str:
-    r = kube.run_in_cluster([VENV_PY, "-c", code], timeout=timeout)
-    assert r.returncode == 0, f"in-cluster python failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
-    return r.stdout
-
-
-ADMIN_PRELUDE = f"""
-import json, sys
-from confluent_kafka.admin import AdminClient, ConfigResource, ConfigEntry, AlterConfigOpType
-a = AdminClient({{"bootstrap.servers": "{BOOTSTRAP}"}})
-"""
-
-
-def describe_topic(kube, topic: str) -> dict:
-    """Partitions (with replicas) and the topic's own configs, read with librdkafka's
-    admin client through the bootstrap Service; {} when the topic does not exist."""
-    out = in_cluster_python(kube, ADMIN_PRELUDE + f"""
-md = a.list_topics(timeout=10)
-t = md.topics.get("{topic}")
-if t is None or t.error is not None:
-    print(json.dumps({{}})); sys.exit(0)
-res = ConfigResource(ConfigResource.Type.TOPIC, "{topic}")
-cfg = a.describe_configs([res])[res].result(timeout=10)
-print(json.dumps({{
-    "partitions": {{str(p): list(pm.replicas) for p, pm in t.partitions.items()}},
-    "configs": {{k: v.value for k, v in cfg.items() if v.source == 1}},
-}}))
-""")
-    return json.loads(out.strip().splitlines()[-1])
-
-
-_runs = iter(range(1, 1000))
-
-
-def run_workload(kube, tmp_path: Path, topic: str, partitions: int, count: int, rate: float,
-                 stop_file: Path | None = None) -> subprocess.Popen:
-    """The producer and consumer of in_cluster_workload.py in the background; each run
-    has its own producer id, so runs on one topic never share a value."""
-    run_id = next(_runs)
-    out = tmp_path / f"run-{topic}-{run_id}.json"
-    argv = [VENV_PY, str(Path(__file__).with_name("in_cluster_workload.py")), "--bootstrap", BOOTSTRAP,
-            "--topic", topic, "--partitions", str(partitions), "--count", str(count), "--rate", str(rate),
-            "--out", str(out), "--max-seconds", "240", "--producer-id", str(run_id)]
-    if stop_file is not None:
-        argv += ["--stop-file", str(stop_file)]
-    p = subprocess.Popen(in_cluster_argv(kube, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    p.out_path = out  # type: ignore[attr-defined]
-    return p
-
-
-def finish_workload(p: subprocess.Popen, timeout: float = 200) -> dict:
-    stdout, stderr = p.communicate(timeout=timeout)
-    assert p.returncode == 0, f"workload failed ({p.returncode}):\n{stdout}\n{stderr[-3000:]}"
-    run = json.loads(p.out_path.read_text())  # type: ignore[attr-defined]
-    verdict = check(run["acked"], run["seen"], run["log"], run["attempted"])
-    print(f"workload: {stdout.strip()}\nchecker: {verdict}")
-    assert verdict.ok, f"checker: {verdict}"
-    fatal = [e for e in run["errors"] if e["kind"] != "retriable"]
-    assert not fatal, f"non-retriable client errors: {fatal[:5]}"
-    return run
-
-
-# ---- fixtures ---------------------------------------------------------------------------
-
 @pytest.fixture(scope="module")
-def operator(kube):
-    """CRDs applied server-side, then the chart installed; its Deployment runs the
-    operator as a pod of the node agent."""
-    kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    kube.helm("install", "rill", str(ROOT / "charts" / "rill"), "--namespace", OPERATOR_NS,
-              "--create-namespace", "--set", "image.tag=dev",
-              "--wait", "--timeout", "120s")
-    return kube
-
-
-@pytest.fixture(scope="module")
-def cluster(operator):
-    kube = operator
+def rill(kube) -> RillOnK8s:
+    """The chart installed, then a 3-broker Cluster, Ready."""
+    install_operator(kube)
     kube.create_namespace(NS)
-    t0 = time.monotonic()
+    env = RillOnK8s(kube, NS, CLUSTER)
     kube.apply(CLUSTER_YAML)
-    kube.wait_for(lambda: is_true(kube.get(f"cluster/{CLUSTER}", NS), "Ready"), timeout=180,
-                  what=f"Cluster {CLUSTER} Ready")
-    print(f"Cluster {CLUSTER} Ready {time.monotonic() - t0:.1f}s after kubectl apply")
-    return kube
+    print(f"Cluster {CLUSTER} Ready {env.wait_cluster_ready():.1f}s after kubectl apply")
+    return env
 
 
 # ---- tests ------------------------------------------------------------------------------
@@ -204,8 +78,8 @@ def test_crds_apply_server_side_and_chart_passes_lint_and_server_dry_run(kube):
         assert "customresourcedefinition.apiextensions.k8s.io/clusters.rill.dev" in r.stdout, r.stdout
 
 
-def test_cluster_becomes_ready_with_its_objects(cluster):
-    kube = cluster
+def test_cluster_becomes_ready_with_its_objects(rill):
+    kube = rill.kube
     c = kube.get(f"cluster/{CLUSTER}", NS)
     st = c["status"]
     assert st["readyBrokers"] == 3 and st["replicas"] == 3, st
@@ -229,7 +103,7 @@ def test_cluster_becomes_ready_with_its_objects(cluster):
     assert kube.get(f"service/{CLUSTER}-brokers", NS)["spec"]["clusterIP"] == "None"
     assert "server.properties" in kube.get(f"configmap/{CLUSTER}-config", NS)["data"]
 
-    pods = broker_pods(kube)
+    pods = rill.broker_pods()
     assert sorted(pods) == [f"{CLUSTER}-0", f"{CLUSTER}-1", f"{CLUSTER}-2"]
     ips = {p["status"]["podIP"] for p in pods.values()}
     assert len(ips) == 3 and all(ip.startswith(kube.pod_ip_prefix) for ip in ips), ips
@@ -240,10 +114,8 @@ def test_cluster_becomes_ready_with_its_objects(cluster):
     # broker.rack is the node's zone: the pod got its label at binding, the downward
     # API handed it to the broker.
     zone = kube.get("nodes")["items"][0]["metadata"]["labels"]["topology.kubernetes.io/zone"]
-    racks = json.loads(in_cluster_python(kube, ADMIN_PRELUDE + """
-print(json.dumps(sorted([n.id, n.rack] for n in a.describe_cluster().result(timeout=10).nodes)))
-""").strip().splitlines()[-1])
-    assert racks == [[0, zone], [1, zone], [2, zone]], racks
+    racks = rill.describe_cluster()["brokers"]
+    assert racks == {"0": zone, "1": zone, "2": zone}, racks
 
     # The brokers found each other by their pod DNS names: one cluster of three.
     out = kube.run_in_cluster(["kcat", "-L", "-b", BOOTSTRAP, "-m", "10"], timeout=30, check=True).stdout
@@ -252,72 +124,72 @@ print(json.dumps(sorted([n.id, n.rack] for n in a.describe_cluster().result(time
         assert f"{CLUSTER}-{i}.{CLUSTER}-brokers.{NS}.svc.cluster.local:9092" in out, out
 
 
-def test_topic_is_created_and_carries_records_exactly_once(cluster, tmp_path):
-    kube = cluster
-    kube.apply(topic_yaml("orders", 3, config={"retention.ms": "3600000"}))
+def test_topic_is_created_and_carries_records_exactly_once(rill, tmp_path):
+    kube = rill.kube
+    kube.apply(rill.topic_yaml("orders", 3, config={"retention.ms": "3600000"}))
     kube.wait_for(lambda: is_true(kube.get("topic/orders", NS), "Ready"), timeout=60, what="Topic orders Ready")
     st = kube.get("topic/orders", NS)["status"]
     assert st["partitions"] == 3 and st["replicationFactor"] == 3, st
     assert len(st["topicId"]) == 36, st  # a UUID
-    d = describe_topic(kube, "orders")
+    d = rill.describe_topic("orders")
     assert sorted(d["partitions"]) == ["0", "1", "2"], d
     assert all(len(set(r)) == 3 for r in d["partitions"].values()), d
     assert d["configs"].get("retention.ms") == "3600000", d
 
-    run = finish_workload(run_workload(kube, tmp_path, "orders", 3, count=600, rate=300))
+    run = finish_workload(rill.run_workload(tmp_path, "orders", 3, count=600, rate=300))
     assert len(run["acked"]) == 600
 
 
-def test_topic_changes_apply_and_drift_is_corrected(cluster):
-    kube = cluster
-    kube.apply(topic_yaml("orders", 5, config={"retention.ms": "7200000", "cleanup.policy": "delete"}))
+def test_topic_changes_apply_and_drift_is_corrected(rill):
+    kube = rill.kube
+    kube.apply(rill.topic_yaml("orders", 5, config={"retention.ms": "7200000", "cleanup.policy": "delete"}))
     kube.wait_for(lambda: (kube.get("topic/orders", NS)["status"].get("partitions") == 5
                            and is_true(kube.get("topic/orders", NS), "Ready")),
                   timeout=60, what="orders grown to 5 partitions")
-    d = describe_topic(kube, "orders")
+    d = rill.describe_topic("orders")
     assert sorted(d["partitions"]) == ["0", "1", "2", "3", "4"], d
     assert d["configs"].get("retention.ms") == "7200000", d
 
     # Out of band: someone alters the topic with an admin client. The spec wins.
-    in_cluster_python(kube, ADMIN_PRELUDE + """
+    rill.admin_python("""
 res = ConfigResource(ConfigResource.Type.TOPIC, "orders",
                      incremental_configs=[ConfigEntry("retention.ms", "1000",
                                                       incremental_operation=AlterConfigOpType.SET)])
 a.incremental_alter_configs([res])[res].result(timeout=10)
 """)
-    assert describe_topic(kube, "orders")["configs"]["retention.ms"] == "1000"
-    kube.wait_for(lambda: describe_topic(kube, "orders")["configs"].get("retention.ms") == "7200000",
+    assert rill.describe_topic("orders")["configs"]["retention.ms"] == "1000"
+    kube.wait_for(lambda: rill.describe_topic("orders")["configs"].get("retention.ms") == "7200000",
                   timeout=90, interval=2, what="drifted retention.ms restored by the operator")
     ready = kube.wait_for(lambda: (lambda c: c if c and c["reason"] == "DriftCorrected" else None)(
         condition(kube.get("topic/orders", NS), "Ready")), timeout=15, what="drift reported")
     assert ready["status"] == "True" and "retention.ms" in ready["message"], ready
 
     # Fewer partitions is refused by the apiserver (CEL), before any reconcile.
-    r = kube.kubectl("apply", "-f", "-", input=topic_yaml("orders", 2), check=False)
+    r = kube.kubectl("apply", "-f", "-", input=rill.topic_yaml("orders", 2), check=False)
     assert r.returncode != 0 and "partitions" in r.stderr, r.stderr
 
 
-def test_a_replication_factor_the_cluster_cannot_hold_is_reported(cluster):
-    kube = cluster
-    kube.apply(topic_yaml("too-wide", 1, rf=5))
+def test_a_replication_factor_the_cluster_cannot_hold_is_reported(rill):
+    kube = rill.kube
+    kube.apply(rill.topic_yaml("too-wide", 1, rf=5))
     ready = kube.wait_for(lambda: condition(kube.get("topic/too-wide", NS), "Ready"), timeout=60,
                           what="too-wide reconciled")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidReplicationFactor"), ready
-    assert describe_topic(kube, "too-wide") == {}
+    assert rill.describe_topic("too-wide") == {}
     kube.kubectl("delete", "topic", "too-wide", "-n", NS, "--timeout=30s")
 
 
-def test_storage_shrink_is_refused_by_the_apiserver(cluster):
-    r = cluster.kubectl("patch", "cluster", CLUSTER, "-n", NS, "--type=merge",
+def test_storage_shrink_is_refused_by_the_apiserver(rill):
+    r = rill.kube.kubectl("patch", "cluster", CLUSTER, "-n", NS, "--type=merge",
                         "-p", '{"spec":{"storage":{"size":"512Mi"}}}', check=False)
     assert r.returncode != 0 and "may not shrink" in r.stderr, r.stderr
 
 
-def test_config_change_rolls_brokers_one_at_a_time(cluster, tmp_path):
-    kube = cluster
-    before = {n: p["metadata"]["uid"] for n, p in broker_pods(kube).items()}
+def test_config_change_rolls_brokers_one_at_a_time(rill, tmp_path):
+    kube = rill.kube
+    before = {n: p["metadata"]["uid"] for n, p in rill.broker_pods().items()}
     stop = tmp_path / "stop"
-    workload = run_workload(kube, tmp_path, "orders", 5, count=100000, rate=100, stop_file=stop)
+    workload = rill.run_workload(tmp_path, "orders", 5, count=100000, rate=100, stop_file=stop)
     time.sleep(3)
     kube.kubectl("patch", "cluster", CLUSTER, "-n", NS, "--type=merge",
                  "-p", '{"spec":{"config":{"log.retention.check.interval.ms":"60000"}}}')
@@ -326,7 +198,7 @@ def test_config_change_rolls_brokers_one_at_a_time(cluster, tmp_path):
     restarted_order: list[str] = []
     deadline = t0 + 300
     while time.monotonic() < deadline:
-        pods = broker_pods(kube)
+        pods = rill.broker_pods()
         not_ready = 3 - sum(1 for p in pods.values() if pod_ready(p))
         most_not_ready = max(most_not_ready, not_ready)
         for n, p in pods.items():
@@ -347,8 +219,8 @@ def test_config_change_rolls_brokers_one_at_a_time(cluster, tmp_path):
     assert "log.retention.check.interval.ms=60000" in props
 
 
-def test_deleted_pod_comes_back_with_its_data(cluster, tmp_path):
-    kube = cluster
+def test_deleted_pod_comes_back_with_its_data(rill, tmp_path):
+    kube = rill.kube
     pod = f"{CLUSTER}-1"
     old = kube.get(f"pod/{pod}", NS)
     pvc = kube.get(f"pvc/data-{pod}", NS)
@@ -368,17 +240,17 @@ def test_deleted_pod_comes_back_with_its_data(cluster, tmp_path):
     assert "SIGTERM" in log, log[-2000:]
     kube.wait_for(lambda: is_true(kube.get(f"cluster/{CLUSTER}", NS), "Ready"), timeout=60, what="Cluster Ready")
     # Everything produced earlier is still there, read through the returned cluster.
-    finish_workload(run_workload(kube, tmp_path, "orders", 5, count=100, rate=200))
+    finish_workload(rill.run_workload(tmp_path, "orders", 5, count=100, rate=200))
 
 
-def test_deleting_a_topic_deletes_it_and_its_finalizer_clears(cluster):
-    kube = cluster
+def test_deleting_a_topic_deletes_it_and_its_finalizer_clears(rill):
+    kube = rill.kube
     kube.kubectl("delete", "topic", "orders", "-n", NS, "--timeout=60s")
     assert kube.get("topic/orders", NS) is None
-    kube.wait_for(lambda: describe_topic(kube, "orders") == {}, timeout=30, what="orders gone from the brokers")
+    kube.wait_for(lambda: rill.describe_topic("orders") == {}, timeout=30, what="orders gone from the brokers")
 
     # A Topic whose Cluster does not exist is reported, and still deletable.
-    kube.apply(topic_yaml("orphan", 1).replace(f"name: {CLUSTER}", "name: no-such-cluster"))
+    kube.apply(rill.topic_yaml("orphan", 1).replace(f"name: {CLUSTER}", "name: no-such-cluster"))
     kube.wait_for(lambda: condition(kube.get("topic/orphan", NS), "Ready") is not None
                   and not is_true(kube.get("topic/orphan", NS), "Ready"), timeout=60,
                   what="orphan Topic reported not Ready")
@@ -386,20 +258,20 @@ def test_deleting_a_topic_deletes_it_and_its_finalizer_clears(cluster):
     assert kube.get("topic/orphan", NS) is None
 
 
-def test_an_unmanaged_topic_is_left_alone(cluster):
-    kube = cluster
-    kube.apply(topic_yaml("audit", 2, config={"retention.ms": "600000"}))
+def test_an_unmanaged_topic_is_left_alone(rill):
+    kube = rill.kube
+    kube.apply(rill.topic_yaml("audit", 2, config={"retention.ms": "600000"}))
     kube.wait_for(lambda: is_true(kube.get("topic/audit", NS), "Ready"), timeout=60, what="Topic audit Ready")
     kube.kubectl("annotate", "topic", "audit", "-n", NS, "rill.dev/managed=false")
-    kube.apply(topic_yaml("audit", 4, config={"retention.ms": "1000"}).replace(
+    kube.apply(rill.topic_yaml("audit", 4, config={"retention.ms": "1000"}).replace(
         "  namespace: kafka\n", "  namespace: kafka\n  annotations:\n    rill.dev/managed: \"false\"\n"))
     kube.wait_for(lambda: (condition(kube.get("topic/audit", NS), "Ready") or {}).get("reason") == "Unmanaged",
                   timeout=30, what="audit reported Unmanaged")
-    d = describe_topic(kube, "audit")
+    d = rill.describe_topic("audit")
     assert sorted(d["partitions"]) == ["0", "1"] and d["configs"]["retention.ms"] == "600000", d
     # Deleting an unmanaged Topic leaves the Kafka topic in place.
     kube.kubectl("delete", "topic", "audit", "-n", NS, "--timeout=30s")
-    assert sorted(describe_topic(kube, "audit")["partitions"]) == ["0", "1"]
+    assert sorted(rill.describe_topic("audit")["partitions"]) == ["0", "1"]
 
 
 def operator_pods(kube) -> dict[str, dict]:
@@ -411,7 +283,6 @@ def operator_pods(kube) -> dict[str, dict]:
 
 def operator_metrics(pod: dict) -> dict[str, float]:
     """The operator's /metrics, series -> value (read from the pod IP on loopback)."""
-    import urllib.request
     text = urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).read().decode()
     out = {}
     for line in text.splitlines():
@@ -421,9 +292,9 @@ def operator_metrics(pod: dict) -> dict[str, float]:
     return out
 
 
-def test_two_operator_replicas_share_one_lease_and_fail_over(cluster):
-    kube = cluster
-    kube.apply(topic_yaml("before-failover", 1))
+def test_two_operator_replicas_share_one_lease_and_fail_over(rill):
+    kube = rill.kube
+    kube.apply(rill.topic_yaml("before-failover", 1))
     kube.wait_for(lambda: is_true(kube.get("topic/before-failover", NS), "Ready"), timeout=60,
                   what="Topic before-failover Ready")
     kube.kubectl("scale", "deployment", "rill", "-n", OPERATOR_NS, "--replicas", "2")
@@ -453,7 +324,7 @@ def test_two_operator_replicas_share_one_lease_and_fail_over(cluster):
     print(f"Lease moved from {holder} to {successor} {time.monotonic() - t0:.1f}s after the delete")
     assert "released the leader Lease" in kube.pod_log(OPERATOR_NS, holder)
     # The new leader reconciles: a new Topic becomes Ready.
-    kube.apply(topic_yaml("after-failover", 1))
+    kube.apply(rill.topic_yaml("after-failover", 1))
     kube.wait_for(lambda: is_true(kube.get("topic/after-failover", NS), "Ready"), timeout=60,
                   what="Topic reconciled by the new leader")
     live = operator_pods(kube)
