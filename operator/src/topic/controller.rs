@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Patch;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{
+    predicates, reflector, watcher, Controller, Predicate, PredicateConfig, WatchStreamExt,
+};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -43,7 +45,21 @@ pub async fn run(
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    Controller::new(topics, watcher::Config::default())
+    // Status writes must not trigger a reconcile: it would overwrite the status it just
+    // wrote (a DriftCorrected report would last milliseconds). Spec (generation),
+    // annotations (unmanaged) and finalizers still do; resyncs requeue on their own.
+    let (reader, writer) = reflector::store();
+    let triggers = watcher(topics, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            PredicateConfig::default(),
+        );
+    Controller::for_stream(triggers, reader)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
