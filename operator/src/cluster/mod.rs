@@ -4,5 +4,6 @@
 pub mod apply;
 pub mod build;
 pub mod rolling;
+pub mod scaling;
 pub mod status;
 pub mod validate;

@@ -142,6 +142,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
         cluster_id: observed.cluster_id.map(str::to_string).or(old.cluster_id),
         bootstrap: Some(bootstrap_address(&name, &namespace, port)),
         selector: Some(selector_string(&name)),
+        rebalance: None,
     }
 }
 
