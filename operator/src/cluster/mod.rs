@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod rebalance;
 pub mod rolling;
 pub mod scaling;
 pub mod status;

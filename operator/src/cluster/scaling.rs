@@ -202,8 +202,7 @@ fn next_even_move(
                     let old = &original[*key];
                     let added = !old.contains(&hi);
                     let touched = old != *replicas;
-                    let spread =
-                        load.topic(&key.0, hi) as i64 - load.topic(&key.0, lo) as i64;
+                    let spread = load.topic(&key.0, hi) as i64 - load.topic(&key.0, lo) as i64;
                     (!added, !touched, -spread, (*key).clone())
                 });
             if let Some((key, _)) = best {
@@ -234,7 +233,9 @@ fn balance_leaders(original: &Assignments, next: &mut Assignments, targets: &BTr
         let counts = leaders(next);
         let mut order: Vec<i32> = counts.keys().copied().collect();
         order.sort_by_key(|b| (std::cmp::Reverse(counts[b]), *b));
-        let path = order.iter().find_map(|&hi| leader_path(original, next, &counts, hi));
+        let path = order
+            .iter()
+            .find_map(|&hi| leader_path(original, next, &counts, hi));
         let Some(path) = path else {
             return;
         };
@@ -260,7 +261,9 @@ fn leader_path(
     hi: i32,
 ) -> Option<Vec<((String, i32), i32)>> {
     let goal = counts[&hi].checked_sub(2)?;
-    let mut edges: BTreeMap<i32, Vec<(bool, &(String, i32), i32)>> = BTreeMap::new();
+    // x -> [(not yet changed by the plan, partition, y)]: changed partitions sort first.
+    type Edge<'k> = (bool, &'k (String, i32), i32);
+    let mut edges: BTreeMap<i32, Vec<Edge<'_>>> = BTreeMap::new();
     for (key, replicas) in next.iter() {
         let Some(&first) = replicas.first() else {
             continue;
@@ -298,6 +301,39 @@ fn leader_path(
         }
     }
     None
+}
+
+/// What scaling is doing, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleActivity {
+    /// Degraded `ScaleDownRefused`: the StatefulSet keeps its brokers.
+    Refused(ScaleRefusal),
+    /// Progressing `Draining`: brokers that leave are being emptied or removed.
+    Draining {
+        message: String,
+        progress: Option<RebalanceStatus>,
+    },
+    /// Progressing `Rebalancing`: partitions move onto brokers that joined.
+    Rebalancing {
+        message: String,
+        progress: Option<RebalanceStatus>,
+    },
+}
+
+impl ScaleActivity {
+    /// `status.rebalance`.
+    pub fn progress(&self) -> Option<&RebalanceStatus> {
+        match self {
+            ScaleActivity::Refused(_) => None,
+            ScaleActivity::Draining { progress, .. }
+            | ScaleActivity::Rebalancing { progress, .. } => progress.as_ref(),
+        }
+    }
+
+    /// Partitions or pods are moving: worth a quick requeue.
+    pub fn is_moving(&self) -> bool {
+        !matches!(self, ScaleActivity::Refused(_))
+    }
 }
 
 /// Why a scale-down is refused. Shown as the Degraded condition's message.
@@ -659,7 +695,11 @@ mod tests {
                     .count()
             });
             // The minimum: drained replicas plus what the rest must shed to be within one.
-            let drained = a.values().flatten().filter(|r| !targets.contains(r)).count();
+            let drained = a
+                .values()
+                .flatten()
+                .filter(|r| !targets.contains(r))
+                .count();
             let total: usize = a.values().map(Vec::len).sum();
             let ceil = total.div_ceil(targets.len());
             let before = replica_counts(&a);
