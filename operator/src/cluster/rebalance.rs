@@ -22,7 +22,7 @@ use super::scaling::{self, check_scale_down, held_by, plan_moves, Move, ScaleAct
 use crate::crd::cluster::RebalanceStatus;
 use crate::kafka_admin::{
     AdminClient, AdminConfig, AdminError, ClusterDescription, ClusterMetadata, ElectionResult,
-    ReassignmentTarget, Unregistered,
+    OngoingReassignment, ReassignmentTarget, Unregistered,
 };
 use crate::Error;
 
@@ -80,15 +80,16 @@ impl Kafka {
         }
     }
 
-    async fn in_flight(&mut self) -> Result<usize, AdminError> {
+    async fn reassignments(&mut self) -> Result<Vec<OngoingReassignment>, AdminError> {
         match self {
-            Kafka::Admin { bootstrap, client } => Ok(Self::client(bootstrap, client)
-                .await?
-                .list_partition_reassignments(None)
-                .await?
-                .len()),
+            Kafka::Admin { bootstrap, client } => {
+                Self::client(bootstrap, client)
+                    .await?
+                    .list_partition_reassignments(None)
+                    .await
+            }
             #[cfg(test)]
-            Kafka::Fake(f) => Ok(f.state().in_flight),
+            Kafka::Fake(f) => Ok(f.state().in_flight.clone()),
         }
     }
 
@@ -198,8 +199,19 @@ pub(crate) async fn replicas_to_apply(
             )
         }
     };
+    let ongoing = match kafka.reassignments().await {
+        Ok(o) => o,
+        Err(e) => {
+            return hold(
+                format!("draining brokers {names}: ListPartitionReassignments failed: {e}"),
+                scale.previous.cloned(),
+            )
+        }
+    };
     let assignments = metadata.assignments();
-    if let Err(refusal) = check_scale_down(&assignments, running, desired, scale.controllers) {
+    // Judge replication factors as they will be, not as they look mid-move.
+    let settled = scaling::after_reassignments(&assignments, &leaving_replicas(&ongoing));
+    if let Err(refusal) = check_scale_down(&settled, running, desired, scale.controllers) {
         warn!(cluster = scale.name, %refusal, "scale-down refused");
         return (running, Some(ScaleActivity::Refused(refusal)));
     }
@@ -214,7 +226,7 @@ pub(crate) async fn replicas_to_apply(
             }),
         );
     }
-    match step(kafka, scale, &metadata).await {
+    match step(kafka, scale, &metadata, &ongoing).await {
         Step::Moving { progress, detail } => hold(
             format!("draining brokers {names} ({replicas} replicas, {led} leaders left): {detail}"),
             Some(progress),
@@ -313,19 +325,28 @@ pub(crate) async fn after_apply(
     if scale.previous.is_none() && !grew && !under_used {
         return Ok(None);
     }
-    Ok(match step(kafka, scale, &metadata).await {
+    let ongoing = match kafka.reassignments().await {
+        Ok(o) => o,
+        Err(e) => return Ok(carry(format!("ListPartitionReassignments failed: {e}"))),
+    };
+    Ok(match step(kafka, scale, &metadata, &ongoing).await {
         Step::Moving { progress, detail } => Some(ScaleActivity::Rebalancing {
             message: detail,
             progress: Some(progress),
         }),
         Step::Failed(detail) => carry(detail),
-        Step::Done => {
-            elect_preferred(kafka, scale, &metadata).await;
-            if scale.previous.is_some() {
-                info!(cluster = scale.name, "rebalanced");
+        Step::Done => match elect_preferred(kafka, scale, &metadata).await {
+            // Preferred replicas not in sync yet: try again shortly.
+            Some(pending) if scale.previous.is_some() => carry(format!(
+                "electing preferred leaders: {pending} partitions not ready"
+            )),
+            _ => {
+                if scale.previous.is_some() {
+                    info!(cluster = scale.name, "rebalanced");
+                }
+                None
             }
-            None
-        }
+        },
     })
 }
 
@@ -342,11 +363,13 @@ enum Step {
     Failed(String),
 }
 
-async fn step(kafka: &mut Kafka, scale: &Scale<'_>, metadata: &ClusterMetadata) -> Step {
-    let in_flight = match kafka.in_flight().await {
-        Ok(n) => n,
-        Err(e) => return Step::Failed(format!("ListPartitionReassignments failed: {e}")),
-    };
+async fn step(
+    kafka: &mut Kafka,
+    scale: &Scale<'_>,
+    metadata: &ClusterMetadata,
+    ongoing: &[OngoingReassignment],
+) -> Step {
+    let in_flight = ongoing.len();
     if in_flight > 0 {
         // Mid-move, Metadata lists old and new replicas together: no plan from that.
         let progress = scale
@@ -395,8 +418,21 @@ pub fn moved_message(p: &RebalanceStatus) -> String {
     )
 }
 
+/// (topic, partition) -> replicas leaving, of the reassignments in flight.
+fn leaving_replicas(ongoing: &[OngoingReassignment]) -> BTreeMap<(String, i32), Vec<i32>> {
+    ongoing
+        .iter()
+        .map(|o| ((o.topic.clone(), o.partition), o.removing_replicas.clone()))
+        .collect()
+}
+
 /// Preferred leader election for the partitions led by another replica than the first.
-async fn elect_preferred(kafka: &mut Kafka, scale: &Scale<'_>, metadata: &ClusterMetadata) {
+/// `Some(n)`: n partitions could not be elected now (the preferred replica not in sync).
+async fn elect_preferred(
+    kafka: &mut Kafka,
+    scale: &Scale<'_>,
+    metadata: &ClusterMetadata,
+) -> Option<usize> {
     let assignments = metadata.assignments();
     let partitions: Vec<(String, i32)> = metadata
         .leaders()
@@ -407,7 +443,7 @@ async fn elect_preferred(kafka: &mut Kafka, scale: &Scale<'_>, metadata: &Cluste
         .map(|(key, _)| key)
         .collect();
     if partitions.is_empty() {
-        return;
+        return None;
     }
     match kafka.elect_preferred(&partitions).await {
         Ok(results) => {
@@ -420,8 +456,12 @@ async fn elect_preferred(kafka: &mut Kafka, scale: &Scale<'_>, metadata: &Cluste
                 })
                 .collect();
             info!(cluster = scale.name, partitions = partitions.len(), failed = ?failed, "elected preferred leaders");
+            (!failed.is_empty()).then_some(failed.len())
         }
-        Err(e) => warn!(cluster = scale.name, error = %e, "ElectLeaders failed"),
+        Err(e) => {
+            warn!(cluster = scale.name, error = %e, "ElectLeaders failed");
+            Some(partitions.len())
+        }
     }
 }
 
@@ -498,7 +538,7 @@ pub(crate) mod fake {
     #[derive(Debug)]
     pub(crate) struct FakeState {
         pub metadata: ClusterMetadata,
-        pub in_flight: usize,
+        pub in_flight: Vec<OngoingReassignment>,
         pub reassigned: Vec<Move>,
         pub elected: Vec<(String, i32)>,
         pub unregistered: Vec<i32>,
@@ -548,7 +588,7 @@ pub(crate) mod fake {
             };
             FakeKafka(Arc::new(Mutex::new(FakeState {
                 metadata,
-                in_flight: 0,
+                in_flight: Vec::new(),
                 reassigned: Vec::new(),
                 elected: Vec::new(),
                 unregistered: Vec::new(),
@@ -614,9 +654,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_scale_down_waits_for_reassignments_in_flight() {
-        let a = assignments(&[("t", 0, &[3, 0])]);
+        // t-0 moves from [3, 0, 2] to [1, 0, 2]: Metadata lists [1, 0, 2, 3] meanwhile,
+        // which must not read as replication factor 4 (a refusal on 3 brokers).
+        let a = assignments(&[("t", 0, &[1, 0, 2, 3])]);
         let fake = FakeKafka::new(4, &a);
-        fake.state().in_flight = 1;
+        fake.state().in_flight = vec![OngoingReassignment {
+            topic: "t".into(),
+            partition: 0,
+            replicas: vec![1, 0, 2, 3],
+            adding_replicas: vec![1],
+            removing_replicas: vec![3],
+        }];
         let mut kafka = Kafka::Fake(fake.clone());
         let previous = RebalanceStatus {
             partitions_moved: 2,

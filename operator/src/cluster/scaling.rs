@@ -413,6 +413,22 @@ pub fn check_scale_down(
     Ok((desired..current).collect())
 }
 
+/// The assignments as they will be once the reassignments in flight finish. Mid-move,
+/// Metadata lists the target replicas and then those leaving (`leaving`, per partition,
+/// from ListPartitionReassignments), so a partition looks wider than its replication factor.
+pub fn after_reassignments(
+    assignments: &Assignments,
+    leaving: &BTreeMap<(String, i32), Vec<i32>>,
+) -> Assignments {
+    let mut settled = assignments.clone();
+    for (key, removing) in leaving {
+        if let Some(replicas) = settled.get_mut(key) {
+            replicas.retain(|r| !removing.contains(r));
+        }
+    }
+    settled
+}
+
 /// Replicas and leaderships the `brokers` still hold; (0, 0) means drained.
 pub fn held_by(
     assignments: &Assignments,
@@ -843,6 +859,18 @@ mod tests {
         assert_eq!(check_scale_down(&a, 5, 3, 3), Ok(brokers([3, 4])));
         assert_eq!(check_scale_down(&a, 3, 3, 3), Ok(BTreeSet::new()));
         assert_eq!(check_scale_down(&a, 3, 5, 3), Ok(BTreeSet::new()));
+    }
+
+    #[test]
+    fn a_partition_mid_move_counts_with_its_target_replication_factor() {
+        // 3 -> 4 mid-move: Metadata says [1, 2, 4, 3] with 3 leaving; RF is 3, not 4.
+        let a = assignments(&[("t", 0, &[1, 2, 4, 3]), ("t", 1, &[0, 1, 2])]);
+        let leaving = BTreeMap::from([(("t".to_string(), 0), vec![3])]);
+        let settled = after_reassignments(&a, &leaving);
+        assert_eq!(settled[&("t".to_string(), 0)], vec![1, 2, 4]);
+        assert_eq!(settled[&("t".to_string(), 1)], vec![0, 1, 2]);
+        assert!(check_scale_down(&a, 5, 3, 3).is_err());
+        assert_eq!(check_scale_down(&settled, 5, 3, 3), Ok(brokers([3, 4])));
     }
 
     #[test]
