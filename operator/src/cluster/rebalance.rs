@@ -213,7 +213,8 @@ pub(crate) async fn replicas_to_apply(
     let settled = scaling::after_reassignments(&assignments, &leaving_replicas(&ongoing));
     if let Err(refusal) = check_scale_down(&settled, running, desired, scale.controllers) {
         warn!(cluster = scale.name, %refusal, "scale-down refused");
-        return (running, Some(ScaleActivity::Refused(refusal)));
+        let progress = scale.previous.cloned();
+        return (running, Some(ScaleActivity::Refused(refusal, progress)));
     }
     let (replicas, led) = held_by(&assignments, &metadata.leaders(), &leaving);
     if replicas == 0 && led == 0 {
@@ -720,7 +721,8 @@ mod tests {
                     topic: "t".into(),
                     replication_factor: 4,
                     desired: 3
-                }
+                },
+                None
             ))
         );
         assert!(fake.state().reassigned.is_empty());

@@ -58,7 +58,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
     let degraded = match (&observed.validated, &failing, observed.scaling) {
         (Err(e), _, _) => (true, e.reason(), e.to_string()),
         (Ok(_), Some(msg), _) => (true, "BrokerFailing", msg.clone()),
-        (Ok(_), None, Some(ScaleActivity::Refused(refusal))) => {
+        (Ok(_), None, Some(ScaleActivity::Refused(refusal, _))) => {
             (true, ScaleRefusal::REASON, refusal.to_string())
         }
         (Ok(_), None, _) => (false, "AsExpected", String::new()),
@@ -74,7 +74,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
             "InvalidSpec",
             "the spec is refused; see Degraded".into(),
         ),
-        (Ok(_), _) if matches!(observed.scaling, Some(ScaleActivity::Refused(_))) => {
+        (Ok(_), _) if matches!(observed.scaling, Some(ScaleActivity::Refused(..))) => {
             (false, ScaleRefusal::REASON, "see Degraded".into())
         }
         (Ok(_), _) if !sts_current => (true, "Applying", "the StatefulSet is being updated".into()),
@@ -391,7 +391,7 @@ mod tests {
             replication_factor: 4,
             desired: 3,
         };
-        let s = with_scaling(&ScaleActivity::Refused(refusal.clone()), 5);
+        let s = with_scaling(&ScaleActivity::Refused(refusal.clone(), None), 5);
         let d = get(&s, DEGRADED);
         assert_eq!(
             (d.status.as_str(), d.reason.as_str(), d.message.clone()),
