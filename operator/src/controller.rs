@@ -378,6 +378,11 @@ mod tests {
                 })
                 .collect(),
         });
+        // No topics: scaling has nothing to move, and no test reaches for a network.
+        ctx.fake_kafka = Some(crate::cluster::rebalance::fake::FakeKafka::new(
+            3,
+            &Default::default(),
+        ));
         ctx
     }
 

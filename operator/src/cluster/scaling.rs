@@ -753,6 +753,24 @@ mod tests {
     }
 
     #[test]
+    fn a_large_cluster_is_planned_and_balanced() {
+        // 40 topics (about 260 partitions) x RF 3 from 6 to 9 brokers, 25 at a time.
+        let on: Vec<i32> = (0..6).collect();
+        let a = random_cluster(99, 40, 3, &on);
+        let targets = brokers(0..9);
+        let started = std::time::Instant::now();
+        let (after, rounds) = run_to_end(a.clone(), &targets, 25);
+        assert!(spread(&replica_counts(&after), &targets) <= 1);
+        assert!(spread(&leader_counts(&after), &targets) <= 1);
+        assert!(rounds >= 4, "{rounds}");
+        eprintln!(
+            "{} partitions, {rounds} rounds, {:?}",
+            a.len(),
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn plans_are_deterministic() {
         let on: Vec<i32> = (0..3).collect();
         let a = random_cluster(42, 12, 2, &on);

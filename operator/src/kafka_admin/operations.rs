@@ -440,9 +440,19 @@ impl AdminClient {
     }
 
     /// Every partition's replicas and leader, internal topics included: Metadata for
-    /// all topics.
+    /// all topics, asked of the controller (whose image is the newest; another broker's
+    /// can lag a finished reassignment) or, when it is unreachable, of any broker.
     pub async fn all_metadata(&mut self) -> Result<ClusterMetadata, AdminError> {
-        self.metadata(None).await
+        let response = self
+            .call(
+                Target::Controller,
+                "cluster",
+                |version| metadata_request(None, version),
+                |r: &MetadataResponse| kafka_error(r.error_code, None),
+            )
+            .await?;
+        self.remember_cluster(&response);
+        Ok(cluster_metadata(response))
     }
 
     /// ElectLeaders (preferred): each partition's first replica becomes its leader when
