@@ -18,11 +18,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::rebalance::{self, Kafka, Scale};
 use crate::cluster::rolling::{self, RollDecision};
 use crate::cluster::rolling::{BrokerView, PartitionView};
 use crate::cluster::{apply, build, status, validate};
 use crate::crd::Cluster;
-use crate::kafka_admin::{AdminClient, AdminConfig};
+use crate::kafka_admin::{AdminClient, AdminConfig, ClusterDescription};
 use crate::metrics::Metrics;
 use crate::Error;
 
@@ -44,13 +45,16 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Where reconciles learn which brokers are registered.
     pub(crate) brokers: BrokerSource,
+    /// Scripted brokers for the scaling steps (tests); the real ones otherwise.
+    #[cfg(test)]
+    pub(crate) fake_kafka: Option<rebalance::fake::FakeKafka>,
 }
 
 /// The brokers' answers (cluster id and BrokerView); tests give fixed ones.
 pub(crate) enum BrokerSource {
     Kafka,
     #[cfg(test)]
-    Fixed((String, BrokerView)),
+    Fixed((ClusterDescription, BrokerView)),
 }
 
 impl Context {
@@ -61,7 +65,18 @@ impl Context {
             leader,
             failures: Mutex::new(HashMap::new()),
             brokers: BrokerSource::Kafka,
+            #[cfg(test)]
+            fake_kafka: None,
         }
+    }
+
+    /// The brokers of a Cluster for the scaling steps, connected on first use.
+    fn kafka(&self, bootstrap: String) -> Kafka {
+        #[cfg(test)]
+        if let Some(fake) = &self.fake_kafka {
+            return Kafka::Fake(fake.clone());
+        }
+        Kafka::admin(bootstrap)
     }
 
     pub(crate) fn is_leader(&self) -> bool {
@@ -205,7 +220,7 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
                 stateful_set: sts.as_ref(),
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
-                scale_down_held: None,
+                scaling: None,
                 cluster_id: None,
             };
             apply::patch_status(client, cluster, &status::compute(cluster, &observed, &now))
@@ -215,7 +230,27 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
         }
     };
 
-    let applied = apply::apply_all(client, &namespace, build::build(&validated)).await?;
+    // Scaling decides the StatefulSet's replicas: a scale-down waits for the drain.
+    let running = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+        .get_opt(&name)
+        .await?
+        .and_then(|s| s.spec?.replicas);
+    let scale = Scale {
+        name: &name,
+        namespace: &namespace,
+        desired: validated.replicas,
+        controllers: validated.controllers,
+        delete_claims: cluster.spec.storage.delete_claims_on_scale_down,
+        previous: cluster.status.as_ref().and_then(|s| s.rebalance.as_ref()),
+    };
+    let mut kafka = ctx.kafka(validated_bootstrap(cluster, &namespace, &name));
+    let (replicas, mut scaling) = rebalance::replicas_to_apply(&mut kafka, &scale, running).await;
+    let mut desired = build::build(&validated);
+    if let Some(spec) = desired.stateful_set.spec.as_mut() {
+        spec.replicas = Some(replicas);
+    }
+
+    let applied = apply::apply_all(client, &namespace, desired).await?;
     let sts = applied.stateful_set;
     let pods = apply::list_pods(client, &namespace, &name).await?;
     // The brokers' own word on who is registered and unfenced (DescribeCluster) and on
@@ -237,6 +272,13 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
         .as_ref()
         .map(|(_, b)| b.clone())
         .unwrap_or_default();
+    if replicas == validated.replicas {
+        let grew = running.is_some_and(|r| r < replicas);
+        let description = described.as_ref().map(|(d, _)| d);
+        let after =
+            rebalance::after_apply(&mut kafka, client, &scale, &pods, description, grew).await?;
+        scaling = after.or(scaling.filter(|_| pods.len() as i32 > replicas));
+    }
     let roll = rolling::decide(&sts, &pods, validated.controllers, &brokers);
     if let RollDecision::Restart { pod, uid, outdated } = &roll {
         info!(cluster = %key(cluster), %pod, outdated, "restarting an outdated broker");
@@ -248,12 +290,12 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
         stateful_set: Some(&sts),
         pods: &pods,
         roll: &roll,
-        scale_down_held: applied.scale_down_held,
-        cluster_id: described.as_ref().map(|(id, _)| id.as_str()),
+        scaling: scaling.as_ref(),
+        cluster_id: described.as_ref().map(|(d, _)| d.cluster_id.as_str()),
     };
     let new_status = status::compute(cluster, &observed, &now);
     let settled = roll == RollDecision::UpToDate
-        && applied.scale_down_held.is_none()
+        && scaling.is_none()
         && new_status.ready_brokers == validated.replicas
         && new_status.replicas == validated.replicas;
     if cluster.status.as_ref() != Some(&new_status) {
@@ -261,6 +303,8 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
     }
     Ok(Action::requeue(if settled {
         IDLE_REQUEUE
+    } else if scaling.as_ref().is_some_and(|s| s.is_moving()) {
+        rebalance::MOVING_REQUEUE
     } else {
         BUSY_REQUEUE
     }))
@@ -273,7 +317,10 @@ fn validated_bootstrap(cluster: &Cluster, namespace: &str, name: &str) -> String
 /// The cluster id and the brokers' view (DescribeCluster, Metadata, and each topic's
 /// `min.insync.replicas` override) through the bootstrap Service, bounded: a reconcile must
 /// not hang on brokers that are starting.
-async fn observe_brokers(bootstrap: &str, default_min_insync: i32) -> Option<(String, BrokerView)> {
+async fn observe_brokers(
+    bootstrap: &str,
+    default_min_insync: i32,
+) -> Option<(ClusterDescription, BrokerView)> {
     let config = AdminConfig {
         request_timeout: Duration::from_secs(5),
         max_attempts: 2,
@@ -303,7 +350,7 @@ async fn observe_brokers(bootstrap: &str, default_min_insync: i32) -> Option<(St
     .await;
     match result {
         Ok((d, partitions)) => Some((
-            d.cluster_id,
+            d.clone(),
             BrokerView {
                 registered: d
                     .brokers
@@ -351,12 +398,29 @@ mod tests {
         std::mem::forget(tx);
         let mut ctx = Context::new(client, Arc::new(Metrics::new()), rx);
         ctx.brokers = BrokerSource::Fixed((
-            "c1".into(),
+            ClusterDescription {
+                cluster_id: "c1".into(),
+                controller_id: 0,
+                brokers: (0..3)
+                    .map(|node_id| crate::kafka_admin::BrokerInfo {
+                        node_id,
+                        host: format!("x-{node_id}"),
+                        port: 9092,
+                        rack: None,
+                        is_fenced: false,
+                    })
+                    .collect(),
+            },
             BrokerView {
                 registered: (0..3).collect(),
                 controller: Some(0),
                 partitions: vec![],
             },
+        ));
+        // No topics: scaling has nothing to move, and no test reaches for a network.
+        ctx.fake_kafka = Some(crate::cluster::rebalance::fake::FakeKafka::new(
+            3,
+            &Default::default(),
         ));
         ctx
     }
@@ -484,5 +548,326 @@ mod tests {
             .unwrap();
         assert_eq!(action, Action::await_change());
         assert!(log.lock().unwrap().is_empty());
+    }
+
+    // --- Scaling (issue 7): scale-down refusal, drain, shrink, unregister; scale-up rebalance.
+
+    use crate::cluster::rebalance::fake::FakeKafka;
+    use crate::cluster::scaling::Assignments;
+    use crate::kafka_admin::Unregistered;
+
+    /// An apiserver whose StatefulSet runs `running` brokers, with pods 0..pods Ready and
+    /// up to date, and PVCs data-x-0..data-x-5.
+    fn scaling_server(running: i32, pods: i32) -> impl Fn(&Recorded) -> (u16, Value) + Send + Sync {
+        move |r| {
+            let line = r.line();
+            match r.method.as_str() {
+                "GET" if line.ends_with("/statefulsets/x") => {
+                    let mut sts = serde_json::to_value(
+                        build::build(
+                            &validate::validate(&cluster("{storage: {size: 1Gi}}")).unwrap(),
+                        )
+                        .stateful_set,
+                    )
+                    .unwrap();
+                    sts["spec"]["replicas"] = json!(running);
+                    (200, sts)
+                }
+                "GET" if line.ends_with("/pods") => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                           "items": (0..pods).map(|i| pod_json(i, "new")).collect::<Vec<_>>()}),
+                ),
+                "GET" if line.ends_with("/persistentvolumeclaims") => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                           "items": (0..6).map(|i| json!({"metadata": {"name": format!("data-x-{i}")}}))
+                               .collect::<Vec<_>>()}),
+                ),
+                "GET" if line.contains("/persistentvolumeclaims/") => mock_api::not_found(),
+                "PATCH" if line.ends_with("/statefulsets/x") => {
+                    let mut body = r.body.clone();
+                    let replicas = body["spec"]["replicas"].clone();
+                    body["metadata"]["generation"] = json!(1);
+                    body["status"] = json!({"replicas": replicas, "observedGeneration": 1,
+                                            "updateRevision": "new"});
+                    (200, body)
+                }
+                "PATCH" if line.ends_with("/clusters/x/status") => {
+                    let mut body = serde_json::to_value(cluster("{storage: {size: 1Gi}}")).unwrap();
+                    body["status"] = r.body["status"].clone();
+                    (200, body)
+                }
+                "DELETE" => (
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                ),
+                _ => (200, r.body.clone()),
+            }
+        }
+    }
+
+    fn scaling_context(
+        client: Client,
+        brokers: i32,
+        fenced_from: i32,
+        fake: &FakeKafka,
+    ) -> Context {
+        let mut ctx = context(client, true);
+        ctx.brokers = BrokerSource::Fixed((
+            ClusterDescription {
+                cluster_id: "c1".into(),
+                controller_id: 0,
+                brokers: (0..brokers)
+                    .map(|node_id| crate::kafka_admin::BrokerInfo {
+                        node_id,
+                        host: format!("x-{node_id}"),
+                        port: 9092,
+                        rack: None,
+                        is_fenced: node_id >= fenced_from,
+                    })
+                    .collect(),
+            },
+            BrokerView {
+                registered: (0..brokers.min(fenced_from)).collect(),
+                controller: Some(0),
+                partitions: vec![],
+            },
+        ));
+        ctx.fake_kafka = Some(fake.clone());
+        ctx
+    }
+
+    fn sts_replicas_applied(log: &[Recorded]) -> Vec<Value> {
+        log.iter()
+            .filter(|r| r.method == "PATCH" && r.line().ends_with("/statefulsets/x"))
+            .map(|r| r.body["spec"]["replicas"].clone())
+            .collect()
+    }
+
+    fn written_condition(log: &[Recorded], type_: &str) -> Value {
+        log.iter()
+            .rfind(|r| r.line().ends_with("/clusters/x/status"))
+            .expect("a status write")
+            .body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap()
+            .clone()
+    }
+
+    fn spread(partitions: i32, rf: i32, brokers: i32) -> Assignments {
+        (0..partitions)
+            .map(|p| {
+                (
+                    ("t".to_string(), p),
+                    (0..rf).map(|i| (p + i) % brokers).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_refused_scale_down_writes_degraded_and_keeps_the_stateful_set() {
+        let (client, log) = mock_api::client(scaling_server(5, 5));
+        // RF 4 does not fit on 3 brokers.
+        let fake = FakeKafka::new(5, &spread(10, 4, 5));
+        let ctx = scaling_context(client, 5, 5, &fake);
+        let action = reconcile_cluster(&cluster("{replicas: 3, storage: {size: 1Gi}}"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(action, Action::requeue(BUSY_REQUEUE));
+        let log = log.lock().unwrap();
+        assert_eq!(sts_replicas_applied(&log), [json!(5)]);
+        assert!(log.iter().all(|r| r.method != "DELETE"));
+        let degraded = written_condition(&log, "Degraded");
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "ScaleDownRefused");
+        assert_eq!(
+            degraded["message"],
+            "topic t has replication factor 4, more than the 3 brokers that would remain; \
+             keep at least 4 brokers"
+        );
+        assert_eq!(written_condition(&log, "Ready")["status"], "True");
+        assert!(fake.state().reassigned.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_clears_when_the_replicas_go_back() {
+        let (client, log) = mock_api::client(scaling_server(5, 5));
+        let fake = FakeKafka::new(5, &spread(10, 4, 5));
+        let ctx = scaling_context(client, 5, 5, &fake);
+        reconcile_cluster(&cluster("{replicas: 5, storage: {size: 1Gi}}"), &ctx)
+            .await
+            .unwrap();
+        let log = log.lock().unwrap();
+        assert_eq!(sts_replicas_applied(&log), [json!(5)]);
+        let degraded = written_condition(&log, "Degraded");
+        assert_eq!(degraded["status"], "False");
+    }
+
+    #[tokio::test]
+    async fn a_scale_down_drains_before_the_stateful_set_shrinks() {
+        let (client, log) = mock_api::client(scaling_server(5, 5));
+        let fake = FakeKafka::new(5, &spread(20, 2, 5));
+        let ctx = scaling_context(client, 5, 5, &fake);
+        let action = reconcile_cluster(&cluster("{replicas: 3, storage: {size: 1Gi}}"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(action, Action::requeue(rebalance::MOVING_REQUEUE));
+        let log = log.lock().unwrap();
+        assert_eq!(
+            sts_replicas_applied(&log),
+            [json!(5)],
+            "held while draining"
+        );
+        let progressing = written_condition(&log, "Progressing");
+        assert_eq!(progressing["reason"], "Draining");
+        assert_eq!(written_condition(&log, "Degraded")["status"], "False");
+        let status = &log
+            .iter()
+            .rfind(|r| r.line().ends_with("/clusters/x/status"))
+            .unwrap()
+            .body["status"];
+        // Partitions p with p % 5 in {2, 3, 4} touch broker 3 or 4: 12 of 20.
+        assert_eq!(
+            status["rebalance"],
+            json!({"partitionsMoved": 0, "partitionsToMove": 12})
+        );
+        assert_eq!(fake.state().reassigned.len(), rebalance::MAX_MOVES);
+    }
+
+    #[tokio::test]
+    async fn drained_brokers_are_removed_then_unregistered_and_their_claims_deleted() {
+        // Drained: nothing on 3 and 4. The StatefulSet shrinks to 3.
+        let (client, log) = mock_api::client(scaling_server(5, 5));
+        let fake = FakeKafka::new(5, &spread(6, 2, 3));
+        let ctx = scaling_context(client, 5, 5, &fake);
+        let c = cluster("{replicas: 3, storage: {size: 1Gi, deleteClaimsOnScaleDown: true}}");
+        reconcile_cluster(&c, &ctx).await.unwrap();
+        {
+            let log = log.lock().unwrap();
+            assert_eq!(sts_replicas_applied(&log), [json!(3)]);
+            let progressing = written_condition(&log, "Progressing");
+            assert_eq!(progressing["reason"], "Draining");
+            assert_eq!(progressing["message"], "waiting for pods x-3, x-4 to go");
+            assert!(log.iter().all(|r| r.method != "DELETE"), "pods still there");
+        }
+        assert!(fake.state().unregistered.is_empty());
+
+        // Pods 3 and 4 are gone; the quorum still lists them, fenced.
+        let (client, log) = mock_api::client(scaling_server(3, 3));
+        let ctx = scaling_context(client, 5, 3, &fake);
+        let action = reconcile_cluster(&c, &ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(IDLE_REQUEUE));
+        assert_eq!(fake.state().unregistered, [3, 4]);
+        let log = log.lock().unwrap();
+        let deleted: Vec<String> = log
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(Recorded::line)
+            .collect();
+        assert_eq!(
+            deleted,
+            [
+                "DELETE /api/v1/namespaces/ns/persistentvolumeclaims/data-x-3",
+                "DELETE /api/v1/namespaces/ns/persistentvolumeclaims/data-x-4",
+                "DELETE /api/v1/namespaces/ns/persistentvolumeclaims/data-x-5",
+            ]
+        );
+        assert_eq!(written_condition(&log, "Progressing")["status"], "False");
+    }
+
+    #[tokio::test]
+    async fn claims_are_kept_while_a_broker_cannot_be_unregistered_or_by_default() {
+        let fake = FakeKafka::new(3, &spread(6, 2, 3));
+        fake.state().unregister_answer = Unregistered::Unsupported;
+        let (client, log) = mock_api::client(scaling_server(3, 3));
+        let ctx = scaling_context(client, 5, 3, &fake);
+        let c = cluster("{replicas: 3, storage: {size: 1Gi, deleteClaimsOnScaleDown: true}}");
+        reconcile_cluster(&c, &ctx).await.unwrap();
+        let deleted: Vec<String> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(Recorded::line)
+            .collect();
+        // Broker 5 was never registered: its claim goes; 3 and 4 stay registered.
+        assert_eq!(
+            deleted,
+            ["DELETE /api/v1/namespaces/ns/persistentvolumeclaims/data-x-5"]
+        );
+
+        let fake = FakeKafka::new(3, &spread(6, 2, 3));
+        let (client, log) = mock_api::client(scaling_server(3, 3));
+        let ctx = scaling_context(client, 5, 3, &fake);
+        reconcile_cluster(&cluster("{replicas: 3, storage: {size: 1Gi}}"), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(fake.state().unregistered, [3, 4]);
+        assert!(log.lock().unwrap().iter().all(|r| r.method != "DELETE"));
+    }
+
+    #[tokio::test]
+    async fn a_scale_up_rebalances_onto_the_new_brokers_once_registered() {
+        let fake = FakeKafka::new(5, &spread(12, 3, 3));
+        // Brokers 3 and 4 not registered yet: nothing moves, pods are awaited.
+        let (client, log) = mock_api::client(scaling_server(3, 5));
+        let ctx = scaling_context(client, 3, 3, &fake);
+        let c = cluster("{replicas: 5, storage: {size: 1Gi}}");
+        reconcile_cluster(&c, &ctx).await.unwrap();
+        assert_eq!(sts_replicas_applied(&log.lock().unwrap()), [json!(5)]);
+        assert!(fake.state().reassigned.is_empty());
+
+        // All five registered: the first batch goes out.
+        let (client, log) = mock_api::client(scaling_server(5, 5));
+        let ctx = scaling_context(client, 5, 5, &fake);
+        let action = reconcile_cluster(&c, &ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(rebalance::MOVING_REQUEUE));
+        let log = log.lock().unwrap();
+        let progressing = written_condition(&log, "Progressing");
+        assert_eq!(progressing["reason"], "Rebalancing");
+        // 36 replicas over 5 brokers: 3 and 4 take 7 each (14 replicas), in 7 partitions
+        // that each send one replica to 3 and one to 4.
+        assert_eq!(progressing["message"], "moved 0 of 7 partitions");
+        let reassigned = fake.state().reassigned.clone();
+        // Preferred leaders come out balanced through these same partitions: no reorder.
+        assert_eq!(reassigned.len(), 7, "{reassigned:?}");
+        for m in &reassigned {
+            assert!(m.replicas.contains(&3) && m.replicas.contains(&4), "{m:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_balanced_cluster_elects_preferred_leaders_and_ends_the_rebalance() {
+        let a = spread(10, 2, 5);
+        let fake = FakeKafka::new(5, &a);
+        // t-0 is led by its second replica.
+        fake.state().metadata.topics[0].partitions[0].leader = a[&("t".to_string(), 0)][1];
+        let (client, log) = mock_api::client(scaling_server(5, 5));
+        let ctx = scaling_context(client, 5, 5, &fake);
+        let mut c = cluster("{replicas: 5, storage: {size: 1Gi}}");
+        c.status = Some(crate::crd::cluster::ClusterStatus {
+            rebalance: Some(crate::crd::cluster::RebalanceStatus {
+                partitions_moved: 8,
+                partitions_to_move: 10,
+            }),
+            ..Default::default()
+        });
+        let action = reconcile_cluster(&c, &ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(IDLE_REQUEUE));
+        assert_eq!(fake.state().elected, [("t".to_string(), 0)]);
+        assert!(fake.state().reassigned.is_empty());
+        let log = log.lock().unwrap();
+        let status = &log
+            .iter()
+            .rfind(|r| r.line().ends_with("/clusters/x/status"))
+            .unwrap()
+            .body["status"];
+        assert!(status.get("rebalance").is_none(), "{status}");
+        assert_eq!(written_condition(&log, "Progressing")["reason"], "Stable");
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use rill_operator::kafka_admin::{
-    AdminClient, AdminConfig, AdminError, ReassignmentTarget, TopicMetadata,
+    AdminClient, AdminConfig, AdminError, ReassignmentTarget, TopicMetadata, Unregistered,
 };
 use rill_operator::topic::{self, Action, SpecStatus, TopicProblem, TopicSpecView};
 
@@ -878,6 +878,57 @@ async fn controller_routing_and_reassignments_on_a_three_node_cluster() {
         }])
         .await;
     assert_eq!(kafka_code(cancel), ResponseError::NoReassignmentInProgress);
+
+    // A reorder-only reassignment moves no data; ElectLeaders (preferred) then makes
+    // the new first replica the leader, and a partition already led by its first
+    // replica is not an error (ELECTION_NOT_NEEDED).
+    let p0 = described_with_leaders(&mut admin, "replicated")
+        .await
+        .partitions[0]
+        .clone();
+    let mut reordered = p0.replicas.clone();
+    reordered.retain(|r| *r != p0.leader);
+    reordered.push(p0.leader);
+    admin
+        .alter_partition_reassignments(&[ReassignmentTarget {
+            topic: "replicated".into(),
+            partition: 0,
+            replicas: Some(reordered.clone()),
+        }])
+        .await
+        .expect("reorder");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let results = admin
+            .elect_leaders(&[("replicated".to_string(), 0), ("replicated".to_string(), 1)])
+            .await
+            .expect("ElectLeaders");
+        let now = described_with_leaders(&mut admin, "replicated")
+            .await
+            .partitions[0]
+            .clone();
+        if now.replicas == reordered && now.leader == reordered[0] {
+            assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "preferred leader not elected: {now:?} {results:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = admin.all_metadata().await.expect("Metadata");
+    assert_eq!(all.assignments()[&("replicated".to_string(), 0)], reordered);
+
+    // A broker id nobody registered: done either way; brokers without the API yet say so.
+    let unregistered = admin.unregister_broker(99).await.expect("UnregisterBroker");
+    assert!(
+        matches!(
+            unregistered,
+            Unregistered::NotRegistered | Unregistered::Unsupported
+        ),
+        "{unregistered:?}"
+    );
 
     topic::delete(&mut admin, "moving").await.expect("delete");
     topic::delete(&mut admin, "replicated")

@@ -49,8 +49,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
-# Storage growth patches each broker's claim.
+# Storage growth patches each broker's claim; a scale-down with
+# storage.deleteClaimsOnScaleDown deletes the claims of removed brokers.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 {{- end -}}

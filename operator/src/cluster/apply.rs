@@ -48,13 +48,10 @@ where
 pub struct Applied {
     /// The StatefulSet as the apiserver has it now.
     pub stateful_set: StatefulSet,
-    /// Set when `spec.replicas` asks for fewer brokers than run: the StatefulSet keeps this
-    /// many, because removing a broker before its partitions moved away loses replicas
-    /// (draining is a later issue).
-    pub scale_down_held: Option<i32>,
 }
 
-/// Applies every object in order.
+/// Applies every object in order. The StatefulSet's replicas are taken as given: the
+/// controller decides them (a scale-down only once the leaving brokers are drained).
 pub async fn apply_all(
     client: &Client,
     namespace: &str,
@@ -69,16 +66,7 @@ pub async fn apply_all(
     let mut sts = desired.stateful_set;
     let name = sts.name_any();
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let mut scale_down_held = None;
     if let Some(existing) = api.get_opt(&name).await? {
-        let running = existing.spec.as_ref().and_then(|s| s.replicas);
-        if let (Some(spec), Some(running)) = (sts.spec.as_mut(), running) {
-            if spec.replicas.is_some_and(|wanted| wanted < running) {
-                warn!(statefulset = %name, running, wanted = ?spec.replicas, "holding a scale-down: brokers are not drained");
-                spec.replicas = Some(running);
-                scale_down_held = Some(running);
-            }
-        }
         // volumeClaimTemplates are immutable: keep the existing ones and grow the PVCs
         // themselves when the requested size went up.
         let existing_claims = existing.spec.and_then(|s| s.volume_claim_templates);
@@ -97,7 +85,6 @@ pub async fn apply_all(
     }
     Ok(Applied {
         stateful_set: apply(client, namespace, &sts).await?,
-        scale_down_held,
     })
 }
 
@@ -342,7 +329,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_scale_down_is_held_at_the_running_broker_count() {
+    async fn the_replicas_decided_by_the_controller_are_applied_even_when_fewer() {
         let mut running = desired("10Gi").stateful_set;
         running.spec.as_mut().unwrap().replicas = Some(5);
         let existing = serde_json::to_value(&running).unwrap();
@@ -351,18 +338,10 @@ mod tests {
             _ => echo(r),
         });
         let applied = apply_all(&client, "ns", desired("10Gi")).await.unwrap();
-        assert_eq!(applied.scale_down_held, Some(5));
-        assert_eq!(applied.stateful_set.spec.unwrap().replicas, Some(5));
+        assert_eq!(applied.stateful_set.spec.unwrap().replicas, Some(3));
         assert_eq!(
             log.lock().unwrap().last().unwrap().body["spec"]["replicas"],
-            5
+            3
         );
-
-        let (client, _) = mock_api::client(|r| match r.method.as_str() {
-            "GET" => mock_api::not_found(),
-            _ => echo(r),
-        });
-        let applied = apply_all(&client, "ns", desired("10Gi")).await.unwrap();
-        assert_eq!(applied.scale_down_held, None);
     }
 }

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::build::{bootstrap_address, selector_string};
 use super::rolling::{is_ready, RollDecision};
+use super::scaling::{ScaleActivity, ScaleRefusal};
 use super::validate::{ValidatedCluster, ValidationError};
 use crate::crd::cluster::{Cluster, ClusterStatus, DEFAULT_KAFKA_PORT};
 
@@ -29,8 +30,8 @@ pub struct Observed<'a> {
     pub stateful_set: Option<&'a StatefulSet>,
     pub pods: &'a [Pod],
     pub roll: &'a RollDecision,
-    /// Brokers kept running although `spec.replicas` is lower (see `apply::Applied`).
-    pub scale_down_held: Option<i32>,
+    /// A scale-down refused or draining, or a rebalance under way (see `rebalance.rs`).
+    pub scaling: Option<&'a ScaleActivity>,
     /// The cluster id the brokers answered DescribeCluster with, if they were asked.
     pub cluster_id: Option<&'a str>,
 }
@@ -57,18 +58,18 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
         .iter()
         .find_map(|p| failing_container(p).or_else(|| not_ready_too_long(p, now)));
 
-    let degraded = match (&observed.validated, &failing, observed.scale_down_held) {
+    let degraded = match (&observed.validated, &failing, observed.scaling) {
         (Err(e), _, _) => (true, e.reason(), e.to_string()),
         (Ok(_), Some(msg), _) => (true, "BrokerFailing", msg.clone()),
-        (Ok(_), None, Some(running)) => (
-            true,
-            "ScaleDownBlocked",
-            format!(
-                "scaling down from {running} to {desired} brokers needs the brokers drained first, \
-                 which this operator version does not do; {running} brokers keep running"
-            ),
-        ),
-        (Ok(_), None, None) => (false, "AsExpected", String::new()),
+        (Ok(_), None, Some(ScaleActivity::Refused(refusal, _))) => {
+            (true, ScaleRefusal::REASON, refusal.to_string())
+        }
+        (Ok(_), None, _) => (false, "AsExpected", String::new()),
+    };
+    let (draining, rebalancing) = match observed.scaling {
+        Some(ScaleActivity::Draining { message, .. }) => (Some(message.clone()), None),
+        Some(ScaleActivity::Rebalancing { message, .. }) => (None, Some(message.clone())),
+        _ => (None, None),
     };
     let progressing = match (&observed.validated, observed.roll) {
         (Err(_), _) => (
@@ -76,8 +77,8 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
             "InvalidSpec",
             "the spec is refused; see Degraded".into(),
         ),
-        (Ok(_), _) if observed.scale_down_held.is_some() => {
-            (false, "ScaleDownBlocked", "see Degraded".into())
+        (Ok(_), _) if matches!(observed.scaling, Some(ScaleActivity::Refused(..))) => {
+            (false, ScaleRefusal::REASON, "see Degraded".into())
         }
         (Ok(_), _) if !sts_current => (true, "Applying", "the StatefulSet is being updated".into()),
         (Ok(_), RollDecision::Restart { outdated, pod, .. }) => (
@@ -90,11 +91,15 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
             "RollingRestart",
             format!("{outdated} pods outdated; waiting: {reason}"),
         ),
+        (Ok(_), _) if draining.is_some() => (true, "Draining", draining.unwrap_or_default()),
         (Ok(_), _) if ready != desired || replicas != desired => (
             true,
             "Scaling",
             format!("{ready} of {desired} brokers ready"),
         ),
+        (Ok(_), _) if rebalancing.is_some() => {
+            (true, "Rebalancing", rebalancing.unwrap_or_default())
+        }
         (Ok(_), _) => (false, "Stable", String::new()),
     };
     let warnings = observed
@@ -145,6 +150,7 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
         cluster_id: observed.cluster_id.map(str::to_string).or(old.cluster_id),
         bootstrap: Some(bootstrap_address(&name, &namespace, port)),
         selector: Some(selector_string(&name)),
+        rebalance: observed.scaling.and_then(|s| s.progress()).cloned(),
     }
 }
 
@@ -211,6 +217,7 @@ mod tests {
     use super::*;
     use crate::cluster::rolling::tests::{pod, sts};
     use crate::cluster::validate::validate;
+    use crate::crd::cluster::RebalanceStatus;
     use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
     use k8s_openapi::jiff::Timestamp;
 
@@ -244,7 +251,7 @@ mod tests {
                 stateful_set: Some(&sts(3, "r")),
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
-                scale_down_held: None,
+                scaling: None,
                 cluster_id: None,
             },
             &at(100),
@@ -280,7 +287,7 @@ mod tests {
                 stateful_set: None,
                 pods: &[],
                 roll: &RollDecision::UpToDate,
-                scale_down_held: None,
+                scaling: None,
                 cluster_id: None,
             },
             &at(100),
@@ -320,7 +327,7 @@ mod tests {
                 stateful_set: Some(&sts(3, "r")),
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
-                scale_down_held: None,
+                scaling: None,
                 cluster_id: None,
             },
             &at(100),
@@ -354,7 +361,7 @@ mod tests {
             stateful_set: Some(&sts(3, "new")),
             pods: &pods,
             roll: &roll,
-            scale_down_held: None,
+            scaling: None,
             cluster_id: None,
         };
         let first = compute(&c, &observed, &at(100));
@@ -380,37 +387,93 @@ mod tests {
         assert_eq!(get(&second, PROGRESSING).last_transition_time, at(200));
     }
 
-    #[test]
-    fn a_held_scale_down_is_degraded_but_the_running_brokers_stay_ready() {
+    fn with_scaling(activity: &ScaleActivity, sts_replicas: i32) -> ClusterStatus {
         let mut c = cluster("  replicas: 3\n  storage: {size: 1Gi}\n");
         c.spec.replicas = 3;
         let v = validate(&c).unwrap();
-        let pods: Vec<_> = (0..5).map(|i| pod(i, "r", true)).collect();
-        let s = compute(
+        let pods: Vec<_> = (0..sts_replicas).map(|i| pod(i, "r", true)).collect();
+        compute(
             &c,
             &Observed {
                 validated: Ok(&v),
-                stateful_set: Some(&sts(5, "r")),
+                stateful_set: Some(&sts(sts_replicas, "r")),
                 pods: &pods,
                 roll: &RollDecision::UpToDate,
-                scale_down_held: Some(5),
+                scaling: Some(activity),
                 cluster_id: None,
             },
             &at(100),
-        );
+        )
+    }
+
+    #[test]
+    fn a_refused_scale_down_is_degraded_but_the_running_brokers_stay_ready() {
+        let refusal = ScaleRefusal::ReplicationFactor {
+            topic: "orders".into(),
+            replication_factor: 4,
+            desired: 3,
+        };
+        let s = with_scaling(&ScaleActivity::Refused(refusal.clone(), None), 5);
         let d = get(&s, DEGRADED);
         assert_eq!(
-            (d.status.as_str(), d.reason.as_str()),
-            ("True", "ScaleDownBlocked")
+            (d.status.as_str(), d.reason.as_str(), d.message.clone()),
+            ("True", "ScaleDownRefused", refusal.to_string())
         );
-        assert!(
-            d.message.starts_with("scaling down from 5 to 3 brokers"),
-            "{}",
-            d.message
-        );
+        assert!(d.message.contains("topic orders has replication factor 4"));
         assert_eq!(get(&s, READY).status, "True");
-        assert_eq!(get(&s, PROGRESSING).status, "False");
+        let p = get(&s, PROGRESSING);
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", "ScaleDownRefused")
+        );
         assert_eq!(s.replicas, 5);
+        assert_eq!(s.rebalance, None);
+    }
+
+    #[test]
+    fn a_drain_is_progressing_with_its_progress_and_not_degraded() {
+        let progress = RebalanceStatus {
+            partitions_moved: 4,
+            partitions_to_move: 10,
+        };
+        let s = with_scaling(
+            &ScaleActivity::Draining {
+                message: "draining brokers 3, 4: moved 4 of 10 partitions".into(),
+                progress: Some(progress.clone()),
+            },
+            5,
+        );
+        let p = get(&s, PROGRESSING);
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str(), p.message.as_str()),
+            (
+                "True",
+                "Draining",
+                "draining brokers 3, 4: moved 4 of 10 partitions"
+            )
+        );
+        assert_eq!(get(&s, DEGRADED).status, "False");
+        assert_eq!(s.rebalance, Some(progress));
+    }
+
+    #[test]
+    fn a_rebalance_is_progressing_once_all_brokers_are_ready() {
+        let s = with_scaling(
+            &ScaleActivity::Rebalancing {
+                message: "moved 0 of 7 partitions".into(),
+                progress: Some(RebalanceStatus {
+                    partitions_moved: 0,
+                    partitions_to_move: 7,
+                }),
+            },
+            3,
+        );
+        let p = get(&s, PROGRESSING);
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str(), p.message.as_str()),
+            ("True", "Rebalancing", "moved 0 of 7 partitions")
+        );
+        assert_eq!(s.rebalance.unwrap().partitions_to_move, 7);
     }
 
     #[test]
@@ -428,7 +491,7 @@ mod tests {
                     stateful_set: Some(&sts(3, "new")),
                     pods,
                     roll: &RollDecision::UpToDate,
-                    scale_down_held: None,
+                    scaling: None,
                     cluster_id: None,
                 },
                 &at(1_000 + BROKER_READY_TIMEOUT_S + 1),

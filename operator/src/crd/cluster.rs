@@ -129,6 +129,11 @@ pub struct StorageSpec {
     /// StorageClass of the volumes; the cluster default when unset. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+
+    /// Delete the volumes of brokers removed by a scale-down once they are unregistered.
+    /// Kept by default: a later scale-up reuses them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_claims_on_scale_down: bool,
 }
 
 /// Listeners of the brokers. Only the internal (in-cluster, plaintext) one exists for now.
@@ -218,4 +223,17 @@ pub struct ClusterStatus {
     /// Label selector of the broker pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Partition moves of the scale-up rebalance or scale-down drain under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
+}
+
+/// Progress of partition reassignments while brokers are added or drained.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceStatus {
+    /// Partitions whose replicas have reached their new brokers.
+    pub partitions_moved: i32,
+    /// Partitions this rebalance moves in all (grows if topics appear meanwhile).
+    pub partitions_to_move: i32,
 }

@@ -11,9 +11,11 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    DescribeConfigsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, MetadataRequest,
-    MetadataResponse, RequestHeader, ResponseHeader,
+    MetadataResponse, RequestHeader, ResponseHeader, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
 use kafka_protocol::ResponseError;
@@ -59,6 +61,8 @@ admin_requests! {
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse;
     AlterPartitionReassignments: AlterPartitionReassignmentsRequest => AlterPartitionReassignmentsResponse;
     ListPartitionReassignments: ListPartitionReassignmentsRequest => ListPartitionReassignmentsResponse;
+    ElectLeaders: ElectLeadersRequest => ElectLeadersResponse;
+    UnregisterBroker: UnregisterBrokerRequest => UnregisterBrokerResponse;
 }
 
 pub(super) struct Connection {

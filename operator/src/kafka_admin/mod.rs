@@ -23,8 +23,9 @@ use kafka_protocol::ResponseError;
 use connection::{AdminRequest, Connection};
 pub use error::{kafka_error_name, AdminError, KafkaError};
 pub use types::{
-    BrokerInfo, ClusterDescription, ClusterMetadata, CreatedTopic, OngoingReassignment,
-    PartitionMetadata, ReassignmentTarget, TopicId, TopicMetadata,
+    BrokerInfo, ClusterDescription, ClusterMetadata, CreatedTopic, ElectionResult,
+    OngoingReassignment, PartitionMetadata, ReassignmentTarget, TopicId, TopicMetadata,
+    Unregistered,
 };
 
 #[derive(Debug, Clone)]

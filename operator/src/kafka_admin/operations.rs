@@ -18,17 +18,22 @@ use kafka_protocol::messages::list_partition_reassignments_request::ListPartitio
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, ElectLeadersRequest,
     IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest, MetadataResponse, TopicName,
+    UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::types::{
-    BrokerInfo, ClusterDescription, ClusterMetadata, CreatedTopic, OngoingReassignment,
-    PartitionMetadata, ReassignmentTarget, TopicId, TopicMetadata,
+    BrokerInfo, ClusterDescription, ClusterMetadata, CreatedTopic, ElectionResult,
+    OngoingReassignment, PartitionMetadata, ReassignmentTarget, TopicId, TopicMetadata,
+    Unregistered,
 };
 use super::{metadata_request, AdminClient, AdminError, KafkaError, Target};
+
+/// ElectLeaders' election type for the preferred (first) replica.
+const ELECTION_PREFERRED: i8 = 0;
 
 /// DescribeConfigs / IncrementalAlterConfigs resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -432,6 +437,92 @@ impl AdminClient {
             .collect();
         ongoing.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Ok(ongoing)
+    }
+
+    /// Every partition's replicas and leader, internal topics included: Metadata for
+    /// all topics, asked of the controller (whose image is the newest; another broker's
+    /// can lag a finished reassignment) or, when it is unreachable, of any broker.
+    pub async fn all_metadata(&mut self) -> Result<ClusterMetadata, AdminError> {
+        let response = self
+            .call(
+                Target::Controller,
+                "cluster",
+                |version| metadata_request(None, version),
+                |r: &MetadataResponse| kafka_error(r.error_code, None),
+            )
+            .await?;
+        self.remember_cluster(&response);
+        Ok(cluster_metadata(response))
+    }
+
+    /// ElectLeaders (preferred): each partition's first replica becomes its leader when
+    /// it is in sync. Per-partition outcomes are returned; ELECTION_NOT_NEEDED counts
+    /// as success. Fails only on a request-level error.
+    pub async fn elect_leaders(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<ElectionResult>, AdminError> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let timeout_ms = self.timeout_ms();
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, partition) in partitions {
+            by_topic.entry(topic.as_str()).or_default().push(*partition);
+        }
+        let resource = by_topic.keys().copied().collect::<Vec<_>>().join(",");
+        let response = self
+            .call(
+                Target::Controller,
+                &resource,
+                |_| {
+                    ElectLeadersRequest::default()
+                        .with_election_type(ELECTION_PREFERRED)
+                        .with_timeout_ms(timeout_ms)
+                        .with_topic_partitions(Some(
+                            by_topic
+                                .iter()
+                                .map(|(t, ps)| {
+                                    TopicPartitions::default()
+                                        .with_topic(name(t))
+                                        .with_partitions(ps.clone())
+                                })
+                                .collect(),
+                        ))
+                },
+                |r| kafka_error(r.error_code, None),
+            )
+            .await?;
+        Ok(response
+            .replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result.iter().map(|p| ElectionResult {
+                    topic: t.topic.0.to_string(),
+                    partition: p.partition_id,
+                    error: kafka_error(p.error_code, p.error_message.as_ref())
+                        .filter(|e| e.error != ResponseError::ElectionNotNeeded),
+                })
+            })
+            .collect())
+    }
+
+    /// UnregisterBroker: the metadata quorum forgets broker `id` (after its pod is gone
+    /// for good). Brokers without the API yet answer `Unsupported`.
+    pub async fn unregister_broker(&mut self, id: i32) -> Result<Unregistered, AdminError> {
+        let result = self
+            .call(
+                Target::AnyBroker,
+                &format!("broker {id}"),
+                |_| UnregisterBrokerRequest::default().with_broker_id(BrokerId(id)),
+                |r| kafka_error(r.error_code, r.error_message.as_ref()),
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(Unregistered::Done),
+            Err(e) if e.is(ResponseError::BrokerIdNotRegistered) => Ok(Unregistered::NotRegistered),
+            Err(AdminError::UnsupportedVersion { .. }) => Ok(Unregistered::Unsupported),
+            Err(e) if e.is(ResponseError::UnsupportedVersion) => Ok(Unregistered::Unsupported),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the admin calls return, in Kafka's terms and free of wire types.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::error::KafkaError;
@@ -89,6 +90,28 @@ impl ClusterMetadata {
     pub fn topic(&self, name: &str) -> Option<&TopicMetadata> {
         self.topics.iter().find(|t| t.name == name)
     }
+
+    /// (topic, partition) -> replicas of every partition listed, internal topics
+    /// included. During a reassignment Kafka lists the target replicas, then those leaving.
+    pub fn assignments(&self) -> BTreeMap<(String, i32), Vec<i32>> {
+        self.partitions()
+            .map(|(t, p)| ((t.name.clone(), p.partition), p.replicas.clone()))
+            .collect()
+    }
+
+    /// (topic, partition) -> leader id (-1: none).
+    pub fn leaders(&self) -> BTreeMap<(String, i32), i32> {
+        self.partitions()
+            .map(|(t, p)| ((t.name.clone(), p.partition), p.leader))
+            .collect()
+    }
+
+    fn partitions(&self) -> impl Iterator<Item = (&TopicMetadata, &PartitionMetadata)> {
+        self.topics
+            .iter()
+            .filter(|t| t.error.is_none())
+            .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +163,26 @@ pub struct ReassignmentTarget {
     pub topic: String,
     pub partition: i32,
     pub replicas: Option<Vec<i32>>,
+}
+
+/// What UnregisterBroker came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unregistered {
+    /// The quorum forgot the broker.
+    Done,
+    /// It was not registered (already unregistered, or never was).
+    NotRegistered,
+    /// The brokers do not serve UnregisterBroker (yet): the broker stays registered, fenced.
+    Unsupported,
+}
+
+/// The outcome of a preferred-leader election for one partition; `None`: elected (or
+/// already the leader: ELECTION_NOT_NEEDED).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub error: Option<KafkaError>,
 }
 
 /// An ongoing reassignment as ListPartitionReassignments reports it.
