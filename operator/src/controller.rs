@@ -32,6 +32,8 @@ const CONTROLLER: &str = "cluster";
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by=rill-operator";
 /// Requeue while something is moving (pods starting, a roll in progress).
 const BUSY_REQUEUE: Duration = Duration::from_secs(10);
+/// While the StatefulSet is replaced (orphan delete, then create).
+const REPLACING_REQUEUE: Duration = Duration::from_secs(1);
 /// Periodic resync when all is well.
 const IDLE_REQUEUE: Duration = Duration::from_secs(300);
 
@@ -222,6 +224,7 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
                 roll: &RollDecision::UpToDate,
                 scaling: None,
                 cluster_id: None,
+                expansion_refused: &[],
             };
             apply::patch_status(client, cluster, &status::compute(cluster, &observed, &now))
                 .await?;
@@ -251,6 +254,10 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
     }
 
     let applied = apply::apply_all(client, &namespace, desired).await?;
+    if applied.replacing {
+        // The StatefulSet is being recreated for a larger volume claim template.
+        return Ok(Action::requeue(REPLACING_REQUEUE));
+    }
     let sts = applied.stateful_set;
     let pods = apply::list_pods(client, &namespace, &name).await?;
     // The brokers' own word on who is registered and unfenced (DescribeCluster) and on
@@ -292,6 +299,7 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, E
         roll: &roll,
         scaling: scaling.as_ref(),
         cluster_id: described.as_ref().map(|(d, _)| d.cluster_id.as_str()),
+        expansion_refused: &applied.expansion_refused,
     };
     let new_status = status::compute(cluster, &observed, &now);
     let settled = roll == RollDecision::UpToDate

@@ -171,3 +171,36 @@ def test_a_pod_deleted_under_load_returns_and_catches_up(ops, tmp_path):
     run = finish_workload(workload)
     print(f"{victim} Ready {back:.1f}s after delete, in every ISR after {in_sync:.1f}s; "
           f"{len(run['acked'])} acked, client errors {sorted({e['code'] for e in run['errors']})}")
+
+
+def test_storage_growth_expands_every_claim_without_restarting_a_broker(ops, tmp_path):
+    kube = ops.kube
+    before = uids(ops)
+    sts_uid = kube.get(f"statefulset/{CLUSTER}", NS)["metadata"]["uid"]
+    stop = tmp_path / "stop"
+    workload = ops.run_workload(tmp_path, TOPIC, PARTITIONS, count=100000, rate=100, stop_file=stop)
+    time.sleep(3)
+    t0 = time.monotonic()
+    ops.patch_cluster({"storage": {"size": "2Gi"}})
+
+    def grown():
+        claims = [kube.get(f"pvc/data-{CLUSTER}-{i}", NS) for i in range(3)]
+        sts = kube.get(f"statefulset/{CLUSTER}", NS)
+        return (all(c["status"].get("capacity", {}).get("storage") == "2Gi" for c in claims)
+                and sts is not None and sts["metadata"]["uid"] != sts_uid
+                and sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+                and is_true(ops.get_cluster(), "Ready"))
+
+    kube.wait_for(grown, timeout=120, what="claims grown and the StatefulSet replaced")
+    took = time.monotonic() - t0
+    time.sleep(2)
+    stop.touch()
+    run = finish_workload(workload)
+    assert uids(ops) == before, "a broker restarted for a storage change"
+    assert not is_true(ops.get_cluster(), "Degraded")
+    # Shrinking back is refused by the apiserver.
+    r = kube.kubectl("patch", "cluster", CLUSTER, "-n", NS, "--type=merge",
+                     "-p", '{"spec":{"storage":{"size":"1Gi"}}}', check=False)
+    assert r.returncode != 0 and "may not shrink" in r.stderr, r.stderr
+    print(f"storage 1Gi -> 2Gi in {took:.1f}s with no restart; {len(run['acked'])} acked, "
+          f"client errors {sorted({e['code'] for e in run['errors']})}")

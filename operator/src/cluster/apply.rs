@@ -5,7 +5,9 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
+};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -48,10 +50,20 @@ where
 pub struct Applied {
     /// The StatefulSet as the apiserver has it now.
     pub stateful_set: StatefulSet,
+    /// The StatefulSet is being replaced to take a larger volume claim template (deleted
+    /// with its pods orphaned); the next reconcile creates it again and it adopts them.
+    pub replacing: bool,
+    /// Claims whose growth the apiserver refused (e.g. a class without volume expansion).
+    pub expansion_refused: Vec<String>,
 }
 
 /// Applies every object in order. The StatefulSet's replicas are taken as given: the
 /// controller decides them (a scale-down only once the leaving brokers are drained).
+///
+/// A larger `storage.size` grows each broker's claim, then replaces the StatefulSet,
+/// whose volumeClaimTemplates are immutable: it is deleted with `propagationPolicy:
+/// Orphan` (the pods keep running) and created again with the new template, which
+/// adopts the pods. The pod template does not change, so no broker restarts.
 pub async fn apply_all(
     client: &Client,
     namespace: &str,
@@ -63,28 +75,72 @@ pub async fn apply_all(
     apply(client, namespace, &desired.bootstrap_service).await?;
     apply(client, namespace, &desired.pdb).await?;
 
-    let mut sts = desired.stateful_set;
+    let sts = desired.stateful_set;
     let name = sts.name_any();
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    if let Some(existing) = api.get_opt(&name).await? {
-        // volumeClaimTemplates are immutable: keep the existing ones and grow the PVCs
-        // themselves when the requested size went up.
-        let existing_claims = existing.spec.and_then(|s| s.volume_claim_templates);
-        if let Some(spec) = sts.spec.as_mut() {
-            let wanted = spec
+    let mut expansion_refused = Vec::new();
+    let existing = api.get_opt(&name).await?;
+    if let Some(existing) = existing.clone() {
+        if existing.metadata.deletion_timestamp.is_some() {
+            // Our orphan delete is still under way (the garbage collector releases the pods).
+            return Ok(Applied {
+                stateful_set: existing,
+                replacing: true,
+                expansion_refused,
+            });
+        }
+        let template_size = |s: &StatefulSet| {
+            s.spec
+                .as_ref()?
                 .volume_claim_templates
-                .as_ref()
-                .and_then(|c| c.first())
-                .and_then(claim_size);
-            spec.volume_claim_templates = existing_claims;
-            if let Some(size) = wanted {
-                let replicas = spec.replicas.unwrap_or(0);
-                expand_volumes(client, namespace, &name, replicas, &size).await;
+                .as_ref()?
+                .first()
+                .and_then(claim_size)
+        };
+        let wanted = template_size(&sts);
+        let current = template_size(&existing);
+        if let (Some(wanted), Some(current)) = (wanted, current) {
+            if parse_quantity(&wanted) > parse_quantity(&current) {
+                let replicas = existing.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                expansion_refused =
+                    expand_volumes(client, namespace, &name, replicas, &wanted).await;
+                info!(statefulset = %name, from = %current, to = %wanted,
+                      "replacing the StatefulSet for its larger volume claim template; pods are orphaned, not restarted");
+                let orphan = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Orphan),
+                    preconditions: Some(Preconditions {
+                        uid: existing.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                api.delete(&name, &orphan).await?;
+                return Ok(Applied {
+                    stateful_set: existing,
+                    replacing: true,
+                    expansion_refused,
+                });
             }
         }
     }
+    // Every reconcile checks the claims against the template, so a refused growth stays
+    // reported until it is fixed, and a claim created before a resize is grown too.
+    if let (Some(_), Some(size), Some(replicas)) = (
+        &existing,
+        sts.spec.as_ref().and_then(|s| {
+            s.volume_claim_templates
+                .as_ref()?
+                .first()
+                .and_then(claim_size)
+        }),
+        sts.spec.as_ref().and_then(|s| s.replicas),
+    ) {
+        expansion_refused = expand_volumes(client, namespace, &name, replicas, &size).await;
+    }
     Ok(Applied {
         stateful_set: apply(client, namespace, &sts).await?,
+        replacing: false,
+        expansion_refused,
     })
 }
 
@@ -93,12 +149,19 @@ fn claim_size(claim: &PersistentVolumeClaim) -> Option<String> {
     Some(requests.get("storage")?.0.clone())
 }
 
-/// Raises `resources.requests.storage` of each broker's PVC below `size`. Volume expansion
-/// depends on the StorageClass; a refusal is logged, not fatal to the rest of the reconcile.
-async fn expand_volumes(client: &Client, namespace: &str, sts: &str, replicas: i32, size: &str) {
+/// Raises `resources.requests.storage` of each broker's PVC below `size`; returns the
+/// claims whose growth was refused (volume expansion depends on the StorageClass).
+async fn expand_volumes(
+    client: &Client,
+    namespace: &str,
+    sts: &str,
+    replicas: i32,
+    size: &str,
+) -> Vec<String> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let mut refused = Vec::new();
     let Some(wanted) = parse_quantity(size) else {
-        return;
+        return refused;
     };
     for ordinal in 0..replicas {
         let pvc_name = format!("{DATA_VOLUME}-{sts}-{ordinal}");
@@ -124,9 +187,13 @@ async fn expand_volumes(client: &Client, namespace: &str, sts: &str, replicas: i
         };
         match api.patch(&pvc_name, &params, &Patch::Merge(&patch)).await {
             Ok(_) => info!(pvc = %pvc_name, size, "expanding volume"),
-            Err(e) => warn!(pvc = %pvc_name, size, error = %e, "volume expansion refused"),
+            Err(e) => {
+                warn!(pvc = %pvc_name, size, error = %e, "volume expansion refused");
+                refused.push(format!("{pvc_name}: {e}"));
+            }
         }
     }
+    refused
 }
 
 /// The cluster's broker pods, read from the apiserver (not a cache): the rolling restart
@@ -236,7 +303,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_bigger_size_grows_the_pvcs_and_keeps_the_immutable_claim_templates() {
+    async fn a_bigger_size_grows_the_pvcs_and_replaces_the_statefulset_without_its_pods() {
         let existing = serde_json::to_value(&desired("10Gi").stateful_set).unwrap();
         let (client, log) = mock_api::client(move |r| match (r.method.as_str(), r.line()) {
             ("GET", l) if l.ends_with("/statefulsets/x") => (200, existing.clone()),
@@ -279,14 +346,33 @@ mod tests {
             .find(|r| r.uri.contains("/persistentvolumeclaims/data-x-0") && r.method == "PATCH")
             .unwrap();
         assert_eq!(pvc_patch.content_type, "application/merge-patch+json");
+        // The template is immutable: the StatefulSet is deleted with its pods orphaned
+        // (nothing restarts), to be created again with the new template.
         let sts = log.last().unwrap();
         assert_eq!(
             sts.line(),
-            "PATCH /apis/apps/v1/namespaces/ns/statefulsets/x"
+            "DELETE /apis/apps/v1/namespaces/ns/statefulsets/x"
         );
+        assert_eq!(sts.body["propagationPolicy"], "Orphan");
+        assert!(log
+            .iter()
+            .all(|r| !(r.method == "PATCH" && r.uri.contains("/statefulsets/"))));
+    }
+
+    #[tokio::test]
+    async fn a_statefulset_being_replaced_is_left_alone_until_it_is_gone() {
+        let mut existing = serde_json::to_value(&desired("10Gi").stateful_set).unwrap();
+        existing["metadata"]["deletionTimestamp"] = "2026-11-22T05:00:00Z".into();
+        let (client, log) = mock_api::client(move |r| match (r.method.as_str(), r.line()) {
+            ("GET", l) if l.ends_with("/statefulsets/x") => (200, existing.clone()),
+            _ => echo(r),
+        });
+        let applied = apply_all(&client, "ns", desired("20Gi")).await.unwrap();
+        assert!(applied.replacing);
+        let log = log.lock().unwrap();
         assert_eq!(
-            sts.body["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
-            "10Gi"
+            log.last().unwrap().line(),
+            "GET /apis/apps/v1/namespaces/ns/statefulsets/x"
         );
     }
 

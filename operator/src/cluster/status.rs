@@ -34,6 +34,8 @@ pub struct Observed<'a> {
     pub scaling: Option<&'a ScaleActivity>,
     /// The cluster id the brokers answered DescribeCluster with, if they were asked.
     pub cluster_id: Option<&'a str>,
+    /// Claims whose growth to `storage.size` the apiserver refused.
+    pub expansion_refused: &'a [String],
 }
 
 /// The status to write. `now` stamps conditions whose status changed; the others keep
@@ -64,6 +66,11 @@ pub fn compute(cluster: &Cluster, observed: &Observed<'_>, now: &Time) -> Cluste
         (Ok(_), None, Some(ScaleActivity::Refused(refusal, _))) => {
             (true, ScaleRefusal::REASON, refusal.to_string())
         }
+        (Ok(_), None, _) if !observed.expansion_refused.is_empty() => (
+            true,
+            "VolumeExpansionRefused",
+            observed.expansion_refused.join("; "),
+        ),
         (Ok(_), None, _) => (false, "AsExpected", String::new()),
     };
     let (draining, rebalancing) = match observed.scaling {
@@ -253,6 +260,7 @@ mod tests {
                 roll: &RollDecision::UpToDate,
                 scaling: None,
                 cluster_id: None,
+                expansion_refused: &[],
             },
             &at(100),
         );
@@ -289,6 +297,7 @@ mod tests {
                 roll: &RollDecision::UpToDate,
                 scaling: None,
                 cluster_id: None,
+                expansion_refused: &[],
             },
             &at(100),
         );
@@ -329,6 +338,7 @@ mod tests {
                 roll: &RollDecision::UpToDate,
                 scaling: None,
                 cluster_id: None,
+                expansion_refused: &[],
             },
             &at(100),
         );
@@ -363,6 +373,7 @@ mod tests {
             roll: &roll,
             scaling: None,
             cluster_id: None,
+            expansion_refused: &[],
         };
         let first = compute(&c, &observed, &at(100));
         let p = get(&first, PROGRESSING);
@@ -401,6 +412,7 @@ mod tests {
                 roll: &RollDecision::UpToDate,
                 scaling: Some(activity),
                 cluster_id: None,
+                expansion_refused: &[],
             },
             &at(100),
         )
@@ -493,6 +505,7 @@ mod tests {
                     roll: &RollDecision::UpToDate,
                     scaling: None,
                     cluster_id: None,
+                    expansion_refused: &[],
                 },
                 &at(1_000 + BROKER_READY_TIMEOUT_S + 1),
             )
