@@ -352,6 +352,19 @@ impl Partition {
         Ok(info)
     }
 
+    /// This broker stops hosting the partition (a reassignment moved it away, or the topic
+    /// was deleted). Produces waiting for their acknowledgement here learn at once that
+    /// this is no longer the leader, as Kafka's purgatory answers them: left waiting, they
+    /// would time out, and an idempotent client that times out bumps its epoch and sends
+    /// again what may already be written.
+    pub fn resign(&self) {
+        let mut state = self.state.lock();
+        state.role = Role::Follower;
+        state.followers.clear();
+        drop(state);
+        self.wake.notify_waiters();
+    }
+
     /// Whether an acks=all append whose last offset is `required - 1`, made in
     /// `leader_epoch`, is acknowledged yet.
     pub fn ack_status(&self, required: i64, leader_epoch: i32) -> AckStatus {

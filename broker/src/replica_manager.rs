@@ -499,6 +499,9 @@ impl ReplicaManager {
     /// Stops hosting a partition and deletes its files.
     fn remove_partition(&self, key: &(String, i32)) {
         let removed = self.partitions.write().remove(key);
+        if let Some(partition) = &removed {
+            partition.resign();
+        }
         let dir = partition_dir(&self.config, &key.0, key.1);
         let result = match removed.map(wait_for_sole_owner) {
             Some(Ok(partition)) => partition.delete().map_err(TopicError::from),

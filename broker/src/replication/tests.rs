@@ -1129,3 +1129,22 @@ fn a_follower_that_keeps_pace_stays_and_one_that_falls_behind_leaves() {
     let expand = c.p(1).isr_change_due(now, LAG_MAX).unwrap();
     assert_eq!(expand.new_isr, vec![1, 2, 3]);
 }
+
+#[tokio::test]
+async fn a_leader_that_stops_hosting_the_partition_answers_its_waiting_produces_at_once() {
+    let t = 1_000;
+    let c = Cluster::new(&[1, 2, 3], &[1, 2, 3], 2, t);
+    let leader = c.p(1);
+    produce(leader, &[b"a0"], -1, t).unwrap();
+    assert_eq!(leader.ack_status(1, 0), AckStatus::Pending);
+    // A reassignment removes broker 1 while an acks=all produce waits for the ISR: it is
+    // answered NotLeader (the client retries on the new leader with the same sequence),
+    // not left Pending until its deadline.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (status, ()) = tokio::join!(leader.wait_for_ack(1, 0, deadline), async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        leader.resign();
+    });
+    assert_eq!(status, AckStatus::NotLeader);
+    assert_eq!(leader.role(), Role::Follower);
+}
