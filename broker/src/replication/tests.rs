@@ -59,7 +59,7 @@ enum Pumped {
 struct Cluster {
     nodes: BTreeMap<i32, Partition>,
     image: PartitionState,
-    _dirs: Vec<TempDir>,
+    dirs: BTreeMap<i32, TempDir>,
 }
 
 impl Cluster {
@@ -67,7 +67,7 @@ impl Cluster {
     /// everywhere at `now`.
     fn new(replicas: &[i32], isr: &[i32], min_isr: i32, now: i64) -> Cluster {
         let mut nodes = BTreeMap::new();
-        let mut dirs = Vec::new();
+        let mut dirs = BTreeMap::new();
         for &id in replicas {
             let dir = tempfile::tempdir().unwrap();
             let log = Log::open(dir.path(), config(min_isr), now).unwrap();
@@ -80,17 +80,59 @@ impl Cluster {
                 Arc::new(Notify::new()),
             );
             nodes.insert(id, partition);
-            dirs.push(dir);
+            dirs.insert(id, dir);
         }
         let mut image = PartitionState::new(replicas.to_vec());
         image.isr = isr.to_vec();
-        let cluster = Cluster {
-            nodes,
-            image,
-            _dirs: dirs,
-        };
+        let cluster = Cluster { nodes, image, dirs };
         cluster.publish(now);
         cluster
+    }
+
+    /// A reassignment adds replica `id`: the controller lists it (as adding) and it
+    /// starts empty, as `ReplicaManager::open_partition` creates it, with no state of
+    /// its own. Every broker, the new one included, applies the new image.
+    fn add_replica(&mut self, id: i32, min_isr: i32, now: i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), config(min_isr), now).unwrap();
+        let partition = Partition::new(
+            "t".to_string(),
+            Uuid::nil(),
+            0,
+            log,
+            id,
+            Arc::new(Notify::new()),
+        );
+        assert!(self.nodes.insert(id, partition).is_none());
+        self.dirs.insert(id, dir);
+        self.image.replicas.push(id);
+        self.image.adding.push(id);
+        self.image.partition_epoch += 1;
+        self.publish(now);
+    }
+
+    /// Broker `id` stops (cleanly: snapshot at the log end, or not) and starts again:
+    /// its partition is opened from its files, as `ReplicaManager` opens it, and
+    /// takes the current image.
+    fn restart(&mut self, id: i32, clean: bool, now: i64) {
+        let old = self.nodes.remove(&id).unwrap();
+        if clean {
+            old.close().unwrap();
+        } else {
+            drop(old);
+        }
+        let min_isr = 1;
+        let log = Log::open(self.dirs[&id].path(), config(min_isr), now).unwrap();
+        let partition = Partition::new(
+            "t".to_string(),
+            Uuid::nil(),
+            0,
+            log,
+            id,
+            Arc::new(Notify::new()),
+        );
+        partition.apply_state(&self.image, now);
+        self.nodes.insert(id, partition);
     }
 
     fn p(&self, id: i32) -> &Partition {
@@ -1147,4 +1189,186 @@ async fn a_leader_that_stops_hosting_the_partition_answers_its_waiting_produces_
     });
     assert_eq!(status, AckStatus::NotLeader);
     assert_eq!(leader.role(), Role::Follower);
+}
+
+/// An idempotent producer's batch: producer `pid`, epoch `epoch`, from `base_sequence`.
+fn idempotent_from(pid: i64, epoch: i16, base_sequence: i32, values: &[&[u8]]) -> Vec<u8> {
+    let records: Vec<NewRecord<'_>> = values
+        .iter()
+        .map(|v| NewRecord {
+            key: None,
+            value: Some(v),
+            timestamp: 1_000,
+        })
+        .collect();
+    build_batch_with(
+        BatchOptions {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence,
+            ..BatchOptions::default()
+        },
+        &records,
+    )
+}
+
+/// Test 13: a replica a reassignment adds starts empty, copies the whole log from the
+/// leader, then leads (the old replicas are removed): a retry of a batch the old
+/// leader acknowledged is answered as a duplicate with its original offsets, and the
+/// log does not grow. Kafka keeps producer state on followers exactly for this.
+#[test]
+fn a_replica_added_by_a_reassignment_deduplicates_retries_once_it_leads() {
+    let t = 1_000;
+    let mut c = Cluster::new(&[1, 2, 3], &[1, 2, 3], 2, t);
+    // Enough traffic from several producers to span segments, interleaved.
+    let mut seqs = [0i32; 3];
+    let mut last = Vec::new();
+    for round in 0..16u8 {
+        for (k, seq) in seqs.iter_mut().enumerate() {
+            let pid = 100 + k as i64;
+            let n = 1 + (round as usize + k) % 3;
+            let vals: Vec<Vec<u8>> = (0..n)
+                .map(|i| vec![b'v', k as u8, round, i as u8])
+                .collect();
+            let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
+            let batch = idempotent_from(pid, 0, *seq, &refs);
+            let info = produce_bytes(c.p(1), &batch, t).unwrap();
+            *seq += n as i32;
+            if round == 15 {
+                last.push((batch, info));
+            }
+        }
+        c.pump(2, t);
+        c.pump(3, t);
+    }
+    c.catch_up(2, t);
+    c.catch_up(3, t);
+    let end = c.p(1).log_end_offset();
+
+    // The reassignment adds 4 and 5; they copy everything from the leader.
+    c.add_replica(4, 2, t);
+    c.add_replica(5, 2, t);
+    c.catch_up(4, t);
+    c.catch_up(5, t);
+    assert_eq!(c.p(4).log_end_offset(), end);
+    assert_eq!(log_bytes(c.p(4)), log_bytes(c.p(1)));
+    let expand = c.p(1).isr_change_due(t, LAG_MAX).unwrap();
+    assert_eq!(expand.new_isr, vec![1, 2, 3, 4, 5]);
+    c.alter(&expand, t);
+
+    // The reassignment completes: 1, 2, 3 leave, 4 leads.
+    c.image.replicas = vec![4, 5];
+    c.image.adding.clear();
+    c.elect(4, &[4, 5]);
+    c.publish_to(&[4, 5], t);
+
+    for (batch, original) in &last {
+        let retry = produce_bytes(c.p(4), batch, t).unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.last_offset, retry.record_count),
+            (original.base_offset, original.last_offset, 0),
+            "a retry of a batch the old leader acknowledged must not be written again"
+        );
+    }
+    assert_eq!(c.p(4).log_end_offset(), end);
+    // Each producer goes on where it was.
+    for (k, seq) in seqs.iter().enumerate() {
+        let pid = 100 + k as i64;
+        let next = produce_bytes(c.p(4), &idempotent_from(pid, 0, *seq, &[b"next"]), t).unwrap();
+        assert_eq!(next.record_count, 1);
+        match produce_bytes(c.p(4), &idempotent_from(pid, 0, *seq + 5, &[b"gap"]), t) {
+            Err(PartitionError::ProducerState(SequenceError::OutOfOrderSequence { .. })) => {}
+            other => panic!("expected OutOfOrderSequence for {pid}, got {other:?}"),
+        }
+    }
+}
+
+/// Test 13b: as test 13, but the leader's log start moved up (DeleteRecords) before
+/// the new replica fetched, so it starts over there (`reset_to`) and copies the rest.
+#[test]
+fn a_replica_reset_to_the_leaders_log_start_deduplicates_retries_once_it_leads() {
+    let t = 1_000;
+    let mut c = Cluster::new(&[1, 2], &[1, 2], 1, t);
+    let mut seq = 0;
+    let mut last = None;
+    for i in 0..12u8 {
+        let batch = idempotent(seq, &[&[b'r', i, 0], &[b'r', i, 1]]);
+        let info = produce_bytes(c.p(1), &batch, t).unwrap();
+        seq += 2;
+        last = Some((batch, info));
+    }
+    c.catch_up(2, t);
+    assert_eq!(c.p(1).delete_records_before(10).unwrap(), 10);
+    let end = c.p(1).log_end_offset();
+
+    c.add_replica(3, 1, t);
+    let steps = c.catch_up(3, t);
+    assert_eq!(
+        steps[0],
+        Pumped::BelowLogStart {
+            log_start_offset: 10
+        }
+    );
+    assert_eq!(c.p(3).log_start_offset(), 10);
+    assert_eq!(c.p(3).log_end_offset(), end);
+
+    c.image.replicas = vec![3];
+    c.image.adding.clear();
+    c.elect(3, &[3]);
+    c.publish_to(&[3], t);
+    let (batch, original) = last.unwrap();
+    let retry = produce_bytes(c.p(3), &batch, t).unwrap();
+    assert_eq!(
+        (retry.base_offset, retry.last_offset, retry.record_count),
+        (original.base_offset, original.last_offset, 0)
+    );
+    assert_eq!(c.p(3).log_end_offset(), end);
+    let next = produce_bytes(c.p(3), &idempotent(seq, &[b"next"]), t).unwrap();
+    assert_eq!((next.base_offset, next.record_count), (end, 1));
+}
+
+/// Test 13c: as test 13, but the new replica restarts after it caught up (cleanly, or
+/// not, with producer snapshots from its periodic work behind): the producer state it
+/// opens with still answers the retry as a duplicate once it leads.
+#[test]
+fn a_restarted_new_replica_deduplicates_retries_once_it_leads() {
+    for clean in [true, false] {
+        let t = 1_000;
+        let mut c = Cluster::new(&[1, 2], &[1, 2], 1, t);
+        let mut seq = 0;
+        let mut sent = Vec::new();
+        for i in 0..12u8 {
+            let batch = idempotent(seq, &[&[b'r', i, 0], &[b'r', i, 1]]);
+            let info = produce_bytes(c.p(1), &batch, t).unwrap();
+            seq += 2;
+            sent.push((batch, info));
+            if i == 5 {
+                c.catch_up(2, t);
+                c.add_replica(3, 1, t);
+                c.catch_up(3, t);
+                // Periodic work on the new replica: a producer snapshot.
+                c.p(3).tick(t + 61_000, false).unwrap();
+            }
+        }
+        c.catch_up(2, t);
+        c.catch_up(3, t);
+        c.p(3).tick(t + 200_000, false).unwrap();
+        let end = c.p(1).log_end_offset();
+        c.restart(3, clean, t);
+        assert_eq!(c.p(3).log_end_offset(), end);
+
+        c.image.replicas = vec![3, 2];
+        c.image.adding.clear();
+        c.elect(3, &[2, 3]);
+        c.publish_to(&[2, 3], t);
+        for (batch, original) in sent.iter().rev().take(5) {
+            let retry = produce_bytes(c.p(3), batch, t).unwrap();
+            assert_eq!(
+                (retry.base_offset, retry.last_offset, retry.record_count),
+                (original.base_offset, original.last_offset, 0),
+                "clean restart: {clean}"
+            );
+        }
+        assert_eq!(c.p(3).log_end_offset(), end);
+    }
 }
