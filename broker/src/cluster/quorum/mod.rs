@@ -338,8 +338,38 @@ impl Quorum {
             .raft
             .add_learner(id, BasicNode::new(addr), false)
             .await
-            .map(|_| ())
+            .map_err(|e| QuorumError::Raft(format!("add learner {id}: {e}")))?;
+        self.wait_for_membership(move |nodes| nodes.contains(&id), "learner added")
+            .await
             .map_err(|e| QuorumError::Raft(format!("add learner {id}: {e}")))
+    }
+
+    /// Waits (5 s at most) until the metrics that `members` and `learners` read show a
+    /// membership change: the change's answer can come before them, and callers act on
+    /// those next.
+    async fn wait_for_membership(
+        &self,
+        done: impl Fn(&BTreeSet<u64>) -> bool + Send + 'static,
+        what: &str,
+    ) -> Result<(), String> {
+        self.inner
+            .raft
+            .wait(Some(std::time::Duration::from_secs(5)))
+            .metrics(
+                move |m| {
+                    done(
+                        &m.membership_config
+                            .membership()
+                            .nodes()
+                            .map(|(n, _)| *n)
+                            .collect(),
+                    )
+                },
+                what,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Removes a learner (an unregistered broker-only node): the leader stops sending
@@ -351,7 +381,9 @@ impl Quorum {
             .raft
             .change_membership(remove, false)
             .await
-            .map(|_| ())
+            .map_err(|e| QuorumError::Raft(format!("remove learner {id}: {e}")))?;
+        self.wait_for_membership(move |nodes| !nodes.contains(&id), "learner removed")
+            .await
             .map_err(|e| QuorumError::Raft(format!("remove learner {id}: {e}")))
     }
 
