@@ -51,6 +51,28 @@ def install_operator(kube) -> None:
               "--create-namespace", "--set", "image.tag=dev", "--wait", "--timeout", "120s")
 
 
+def cluster_yaml(namespace: str, name: str, replicas: int = 3, config: dict | None = None,
+                 extra_spec: str = "") -> str:
+    """A Cluster of `replicas` brokers, 3 voters, 1Gi each, min.insync.replicas=2 and
+    short broker sessions (fast failover in tests), plus `config` and `extra_spec` lines."""
+    props = {"min.insync.replicas": "2", "broker.session.timeout.ms": "4000",
+             "broker.heartbeat.interval.ms": "1000", **(config or {})}
+    lines = "".join(f'\n    {k}: "{v}"' for k, v in props.items())
+    return f"""
+apiVersion: rill.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  replicas: {replicas}
+  controllers: 3
+  storage:
+    size: 1Gi{extra_spec}
+  config:{lines}
+"""
+
+
 class RillOnK8s:
     def __init__(self, kube, namespace: str, cluster: str):
         self.kube = kube

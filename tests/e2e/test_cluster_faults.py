@@ -255,8 +255,15 @@ def test_sigterm_broker_then_restart_catches_up(cluster_factory, tmp_path):
                   rejoined_every_isr_after_restart_s=round(rejoin_s, 3), checker=counts)
 
 
-def test_reassign_partition_under_load(cluster_factory, tmp_path):
-    """Move partition 0 from replicas [1,2,3] to [3,4,5] with Kafka's
+@pytest.mark.parametrize("target, new_leader", [
+    ([3, 4, 5], None),
+    # An added replica first: leadership moves to a replica the reassignment created. It
+    # copied the whole log (and with it the producer state) from the old leader, and the
+    # idempotent producer's retries across the leader change must not be written twice.
+    ([4, 5, 3], 4),
+], ids=["kept-replica-leads", "added-replica-leads"])
+def test_reassign_partition_under_load(cluster_factory, tmp_path, target, new_leader):
+    """Move partition 0 from replicas [1,2,3] to `target` with Kafka's
     ReassignPartitionsCommand while writes flow: it completes, the replicas and ISR are
     the new set, and nothing is lost."""
     c = cluster_factory(5, extra=FAST)
@@ -268,59 +275,28 @@ def test_reassign_partition_under_load(cluster_factory, tmp_path):
 
     plan = tmp_path / "reassign.json"
     plan.write_text(json.dumps({"version": 1, "partitions": [
-        {"topic": topic, "partition": 0, "replicas": [3, 4, 5], "log_dirs": ["any", "any", "any"]}]}))
+        {"topic": topic, "partition": 0, "replicas": target, "log_dirs": ["any", "any", "any"]}]}))
     tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
     t0 = time.monotonic()
     out = kafka_tool(tool, "--bootstrap-server", c.bootstrap, "--reassignment-json-file", str(plan), "--execute")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Successfully started partition reassignment" in out.stdout, out.stdout
-    c.wait_for(lambda: c.replicas_of(topic, 0) == [3, 4, 5] and c.isr_of(topic, 0) == [3, 4, 5], 60,
-               "partition 0 on [3,4,5] with a full ISR")
+    c.wait_for(lambda: c.replicas_of(topic, 0) == target and sorted(c.isr_of(topic, 0)) == [3, 4, 5], 60,
+               f"partition 0 on {target} with a full ISR")
     moved_s = time.monotonic() - t0
     verify = kafka_tool(tool, "--bootstrap-server", c.bootstrap, "--reassignment-json-file", str(plan), "--verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert f"Reassignment of partition {topic}-0 is completed" in verify.stdout, verify.stdout
-    assert c.leader_of(topic, 0) in (3, 4, 5)
+    if new_leader is None:
+        assert c.leader_of(topic, 0) in (3, 4, 5)
+    else:
+        assert c.leader_of(topic, 0) == new_leader
     assert c.replicas_of(topic, 1) == [2, 3, 4] and c.replicas_of(topic, 2) == [3, 4, 5]
     progress_after(c, prod, time.monotonic(), per_partition=20)
     counts = finish_and_check(c, topic, prod, cons, tmp_path)
     assert_no_failed_delivery(prod)
-    write_results(tmp_path, "reassign_partition", c, moved_from=[1, 2, 3], moved_to=[3, 4, 5],
-                  reassignment_s=round(moved_s, 3), checker=counts)
-
-
-def test_reassign_partition_to_a_new_leader_under_load(cluster_factory, tmp_path):
-    """As test_reassign_partition_under_load, but the target lists an added replica first,
-    so leadership moves to a replica the reassignment created: it copied the whole log
-    (and with it the producer state) from the old leader, and the idempotent producer's
-    retries across the leader change must not be written twice."""
-    c = cluster_factory(5, extra=FAST)
-    topic = "fault-reassign-new-leader"
-    c.create_topic(topic, replica_assignment=[[1, 2, 3], [2, 3, 4], [3, 4, 5]], config=TOPIC_CONFIG)
-    assert c.replicas_of(topic, 0) == [1, 2, 3]
-    prod, cons = start_load(c, topic, seconds=30, rate=150.0)
-    time.sleep(2)  # some data to move
-
-    plan = tmp_path / "reassign.json"
-    plan.write_text(json.dumps({"version": 1, "partitions": [
-        {"topic": topic, "partition": 0, "replicas": [4, 5, 3], "log_dirs": ["any", "any", "any"]}]}))
-    tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
-    t0 = time.monotonic()
-    out = kafka_tool(tool, "--bootstrap-server", c.bootstrap, "--reassignment-json-file", str(plan), "--execute")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "Successfully started partition reassignment" in out.stdout, out.stdout
-    c.wait_for(lambda: c.replicas_of(topic, 0) == [4, 5, 3] and c.isr_of(topic, 0) == [3, 4, 5], 60,
-               "partition 0 on [3,4,5] with a full ISR")
-    moved_s = time.monotonic() - t0
-    verify = kafka_tool(tool, "--bootstrap-server", c.bootstrap, "--reassignment-json-file", str(plan), "--verify")
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert f"Reassignment of partition {topic}-0 is completed" in verify.stdout, verify.stdout
-    assert c.leader_of(topic, 0) == 4
-    assert c.replicas_of(topic, 1) == [2, 3, 4] and c.replicas_of(topic, 2) == [3, 4, 5]
-    progress_after(c, prod, time.monotonic(), per_partition=20)
-    counts = finish_and_check(c, topic, prod, cons, tmp_path)
-    assert_no_failed_delivery(prod)
-    write_results(tmp_path, "reassign_partition_new_leader", c, moved_from=[1, 2, 3], moved_to=[4, 5, 3],
+    name = "reassign_partition" if new_leader is None else "reassign_partition_new_leader"
+    write_results(tmp_path, name, c, moved_from=[1, 2, 3], moved_to=target,
                   reassignment_s=round(moved_s, 3), checker=counts)
 
 

@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from operator_env import (  # noqa: E402
-    OPERATOR_NS, ROOT, RillOnK8s, condition, finish_workload, install_operator, is_true, pod_ready,
+    cluster_yaml, OPERATOR_NS, ROOT, RillOnK8s, condition, finish_workload, install_operator, is_true, pod_ready,
 )
 
 NS = "kafka"
@@ -29,24 +29,7 @@ BOOTSTRAP = f"{CLUSTER}-bootstrap.{NS}.svc:9092"
 
 pytestmark = [pytest.mark.rill_only, pytest.mark.k8s]
 
-CLUSTER_YAML = f"""
-apiVersion: rill.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: {CLUSTER}
-  namespace: {NS}
-spec:
-  replicas: 3
-  controllers: 3
-  storage:
-    size: 1Gi
-  rack:
-    topologyKey: topology.kubernetes.io/zone
-  config:
-    min.insync.replicas: "2"
-    broker.session.timeout.ms: "4000"
-    broker.heartbeat.interval.ms: "1000"
-"""
+CLUSTER_YAML = cluster_yaml(NS, CLUSTER, extra_spec="\n  rack:\n    topologyKey: topology.kubernetes.io/zone")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from operator_env import (  # noqa: E402
-    RillOnK8s, condition, finish_isr_watch, finish_workload, install_operator, is_true, pod_ready,
+    cluster_yaml, RillOnK8s, condition, finish_isr_watch, finish_workload, install_operator, is_true, pod_ready,
 )
 
 NS = "day2"
@@ -29,22 +29,7 @@ PARTITIONS = 6
 
 pytestmark = [pytest.mark.rill_only, pytest.mark.k8s]
 
-CLUSTER_YAML = f"""
-apiVersion: rill.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: {CLUSTER}
-  namespace: {NS}
-spec:
-  replicas: 3
-  controllers: 3
-  storage:
-    size: 1Gi
-  config:
-    min.insync.replicas: "2"
-    broker.session.timeout.ms: "4000"
-    broker.heartbeat.interval.ms: "1000"
-"""
+CLUSTER_YAML = cluster_yaml(NS, CLUSTER)
 
 
 @pytest.fixture(scope="module")

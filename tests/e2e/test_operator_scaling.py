@@ -17,30 +17,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from operator_env import RillOnK8s, condition, finish_workload, install_operator, is_true  # noqa: E402
+from operator_env import cluster_yaml, RillOnK8s, condition, finish_workload, install_operator, is_true  # noqa: E402
 
 NS = "scaling"
 CLUSTER = "grow"
 
 pytestmark = [pytest.mark.rill_only, pytest.mark.k8s]
 
-CLUSTER_YAML = f"""
-apiVersion: rill.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: {CLUSTER}
-  namespace: {NS}
-spec:
-  replicas: 3
-  controllers: 3
-  storage:
-    size: 1Gi
-  config:
-    min.insync.replicas: "2"
-    offsets.topic.num.partitions: "6"
-    broker.session.timeout.ms: "4000"
-    broker.heartbeat.interval.ms: "1000"
-"""
+CLUSTER_YAML = cluster_yaml(NS, CLUSTER, config={"offsets.topic.num.partitions": "6"})
 
 
 def reason_of(obj: dict | None, ctype: str) -> str | None:
