@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -93,6 +93,36 @@ impl Context {
         backoff_delay(*n)
     }
 
+    /// Runs one reconcile of `controller` for `key`, counted, timed, its error counted
+    /// by reason and its backoff reset on success.
+    pub(crate) async fn measured(
+        &self,
+        controller: &str,
+        key: &str,
+        reconcile: impl Future<Output = Result<Action, Error>>,
+    ) -> Result<Action, Error> {
+        self.metrics
+            .reconciles
+            .with_label_values(&[controller])
+            .inc();
+        let timer = self
+            .metrics
+            .duration
+            .with_label_values(&[controller])
+            .start_timer();
+        let result = reconcile.await;
+        timer.observe_duration();
+        match &result {
+            Ok(_) => self.succeeded(key),
+            Err(e) => self
+                .metrics
+                .errors
+                .with_label_values(&[controller, e.metric_label()])
+                .inc(),
+        }
+        result
+    }
+
     pub(crate) fn succeeded(&self, key: &str) {
         self.failures
             .lock()
@@ -165,29 +195,12 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
     if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
-    let timer = ctx
-        .metrics
-        .duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
-    let started = Instant::now();
-    let result = reconcile_cluster(&cluster, &ctx).await;
-    timer.observe_duration();
-    match &result {
-        Ok(_) => ctx.succeeded(&key(&cluster)),
-        Err(e) => {
-            ctx.metrics
-                .errors
-                .with_label_values(&[CONTROLLER, e.metric_label()])
-                .inc();
-        }
-    }
-    tracing::debug!(cluster = %key(&cluster), elapsed_ms = started.elapsed().as_millis() as u64, "reconcile");
-    result
+    ctx.measured(
+        CONTROLLER,
+        &key(&cluster),
+        reconcile_cluster(&cluster, &ctx),
+    )
+    .await
 }
 
 fn error_policy(cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {

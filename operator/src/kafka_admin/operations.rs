@@ -66,9 +66,17 @@ impl AdminClient {
         &mut self,
         topics: Option<&[&str]>,
     ) -> Result<ClusterMetadata, AdminError> {
+        self.metadata_from(Target::AnyBroker, topics).await
+    }
+
+    async fn metadata_from(
+        &mut self,
+        target: Target,
+        topics: Option<&[&str]>,
+    ) -> Result<ClusterMetadata, AdminError> {
         let response = self
             .call(
-                Target::AnyBroker,
+                target,
                 "cluster",
                 |version| metadata_request(topics, version),
                 |r: &MetadataResponse| kafka_error(r.error_code, None),
@@ -443,16 +451,7 @@ impl AdminClient {
     /// all topics, asked of the controller (whose image is the newest; another broker's
     /// can lag a finished reassignment) or, when it is unreachable, of any broker.
     pub async fn all_metadata(&mut self) -> Result<ClusterMetadata, AdminError> {
-        let response = self
-            .call(
-                Target::Controller,
-                "cluster",
-                |version| metadata_request(None, version),
-                |r: &MetadataResponse| kafka_error(r.error_code, None),
-            )
-            .await?;
-        self.remember_cluster(&response);
-        Ok(cluster_metadata(response))
+        self.metadata_from(Target::Controller, None).await
     }
 
     /// ElectLeaders (preferred): each partition's first replica becomes its leader when

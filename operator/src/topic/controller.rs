@@ -82,37 +82,20 @@ async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error
     if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
-    let timer = ctx
-        .metrics
-        .duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
     let namespace = topic
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, topic.clone(), |event| async {
+    let run = finalizer(&api, FINALIZER, topic.clone(), |event| async {
         match event {
             Event::Apply(t) => apply(&t, &ctx, &namespace).await,
             Event::Cleanup(t) => cleanup(&t, &ctx, &namespace).await,
         }
+    });
+    ctx.measured(CONTROLLER, &key(&topic), async {
+        run.await.map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    timer.observe_duration();
-    match &result {
-        Ok(_) => ctx.succeeded(&key(&topic)),
-        Err(e) => ctx
-            .metrics
-            .errors
-            .with_label_values(&[CONTROLLER, e.metric_label()])
-            .inc(),
-    }
-    result
 }
 
 fn error_policy(topic: Arc<Topic>, error: &Error, ctx: Arc<Context>) -> Action {
