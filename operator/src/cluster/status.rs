@@ -223,6 +223,25 @@ pub fn condition(
 mod tests {
     use super::*;
     use crate::cluster::rolling::tests::{pod, sts};
+    use crate::cluster::validate::ValidatedCluster;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+
+    /// A valid cluster observed with nothing in motion; each test sets what it is about.
+    fn observed<'a>(
+        v: &'a ValidatedCluster,
+        sts: &'a StatefulSet,
+        pods: &'a [Pod],
+    ) -> Observed<'a> {
+        Observed {
+            validated: Ok(v),
+            stateful_set: Some(sts),
+            pods,
+            roll: &RollDecision::UpToDate,
+            scaling: None,
+            cluster_id: None,
+            expansion_refused: &[],
+        }
+    }
     use crate::cluster::validate::validate;
     use crate::crd::cluster::RebalanceStatus;
     use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
@@ -254,13 +273,7 @@ mod tests {
         let s = compute(
             &c,
             &Observed {
-                validated: Ok(&v),
-                stateful_set: Some(&sts(3, "r")),
-                pods: &pods,
-                roll: &RollDecision::UpToDate,
-                scaling: None,
-                cluster_id: None,
-                expansion_refused: &[],
+                ..observed(&v, &sts(3, "r"), &pods)
             },
             &at(100),
         );
@@ -332,13 +345,7 @@ mod tests {
         let s = compute(
             &c,
             &Observed {
-                validated: Ok(&v),
-                stateful_set: Some(&sts(3, "r")),
-                pods: &pods,
-                roll: &RollDecision::UpToDate,
-                scaling: None,
-                cluster_id: None,
-                expansion_refused: &[],
+                ..observed(&v, &sts(3, "r"), &pods)
             },
             &at(100),
         );
@@ -366,14 +373,10 @@ mod tests {
             pod: "x-2".into(),
             uid: None,
         };
+        let set = sts(3, "new");
         let observed = Observed {
-            validated: Ok(&v),
-            stateful_set: Some(&sts(3, "new")),
-            pods: &pods,
             roll: &roll,
-            scaling: None,
-            cluster_id: None,
-            expansion_refused: &[],
+            ..observed(&v, &set, &pods)
         };
         let first = compute(&c, &observed, &at(100));
         let p = get(&first, PROGRESSING);
@@ -406,13 +409,8 @@ mod tests {
         compute(
             &c,
             &Observed {
-                validated: Ok(&v),
-                stateful_set: Some(&sts(sts_replicas, "r")),
-                pods: &pods,
-                roll: &RollDecision::UpToDate,
                 scaling: Some(activity),
-                cluster_id: None,
-                expansion_refused: &[],
+                ..observed(&v, &sts(sts_replicas, "r"), &pods)
             },
             &at(100),
         )
@@ -499,13 +497,7 @@ mod tests {
             compute(
                 &c,
                 &Observed {
-                    validated: Ok(&v),
-                    stateful_set: Some(&sts(3, "new")),
-                    pods,
-                    roll: &RollDecision::UpToDate,
-                    scaling: None,
-                    cluster_id: None,
-                    expansion_refused: &[],
+                    ..observed(&v, &sts(3, "new"), pods)
                 },
                 &at(1_000 + BROKER_READY_TIMEOUT_S + 1),
             )
