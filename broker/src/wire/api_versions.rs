@@ -25,8 +25,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 10),
-    (ApiKey::OffsetFetch, 1, 10),
+    // v10 of both: the crate's decoders stop at v9 (as Kafka 4.1 advertises).
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
@@ -53,16 +54,20 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
     supported_versions(key).is_some_and(|(min, max)| (min..=max).contains(&version))
 }
 
-fn api_keys() -> Vec<ApiVersion> {
+/// Every API and the version range ApiVersions advertises for it.
+pub fn advertised() -> impl Iterator<Item = (ApiKey, i16, i16)> {
     SUPPORTED
         .iter()
-        .filter_map(|&(key, _, _)| {
-            supported_versions(key).map(|(min, max)| {
-                ApiVersion::default()
-                    .with_api_key(key as i16)
-                    .with_min_version(min)
-                    .with_max_version(max)
-            })
+        .filter_map(|&(key, _, _)| supported_versions(key).map(|(min, max)| (key, min, max)))
+}
+
+fn api_keys() -> Vec<ApiVersion> {
+    advertised()
+        .map(|(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
         })
         .collect()
 }

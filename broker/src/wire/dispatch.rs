@@ -11,7 +11,7 @@ use kafka_protocol::protocol::decode_request_header_from_buffer;
 use super::response::{encode, ResponseFrame};
 use super::{
     admin, api_versions, cluster, configs, fetch, groups, init_producer_id, list_offsets, metadata,
-    offsets, produce, replication, Context,
+    offsets, produce, replication, request_shape, Context,
 };
 
 pub enum Outcome {
@@ -43,6 +43,10 @@ pub async fn handle(ctx: &Context, mut frame: Bytes) -> Outcome {
             ));
         }
         return Outcome::Close(format!("unsupported version {version} of {api_key:?}"));
+    }
+    // Before the crate decodes anything: it sizes arrays from the counts on the wire.
+    if let Err(e) = request_shape::check(api_key, version, &frame) {
+        return Outcome::Close(format!("malformed {api_key:?} v{version} request: {e}"));
     }
     let header = match decode_request_header_from_buffer(&mut frame) {
         Ok(h) => h,

@@ -17,6 +17,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod replication;
+pub mod request_shape;
 mod response;
 pub mod server;
 
