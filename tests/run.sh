@@ -3,12 +3,14 @@
 # Installs the test tools into ${RILL_CACHE:-$HOME/.cache/rill}, builds the broker,
 # checks formatting and lints, runs the Rust tests, then the end-to-end tests against a
 # real broker process with real Kafka clients (kcat, confluent-kafka, kafka-python,
-# Apache Kafka's Java client and tools).
+# Apache Kafka's Java client and tools). The fuzz targets in fuzz/ run for a bounded
+# time between the Rust tests and the e2e tests.
 #
 # Environment:
 #   RILL_CACHE          tool cache (default ~/.cache/rill)
 #   RILL_E2E_TARGET     rill (default) | kafka: run the e2e suite against Apache Kafka
 #   RILL_E2E_ARGS       extra pytest arguments, e.g. "-k kcat -x"
+#   RILL_FUZZ_SECONDS   how long each fuzz target runs (default 60)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -48,6 +50,10 @@ cargo clippy --all-targets -- -D warnings
 CURRENT="cargo test"
 section "$CURRENT"
 cargo test --workspace
+
+CURRENT="fuzz targets (${RILL_FUZZ_SECONDS:-60} s each)"
+section "$CURRENT"
+bash fuzz/run.sh "${RILL_FUZZ_SECONDS:-60}"
 
 CURRENT="e2e tests (pytest, target: ${RILL_E2E_TARGET:-rill})"
 section "$CURRENT"

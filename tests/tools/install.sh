@@ -11,6 +11,7 @@
 #   $RILL_CACHE/k8s/<version>/bin      etcd, kube-apiserver, kube-controller-manager,
 #                                      kube-scheduler, kubectl, helm (tests/tools/k8s/build.sh)
 #                                      for the operator tests (tests/e2e/k8s)
+#   $RILL_CACHE/cargo-fuzz/bin        cargo-fuzz (crates.io), for fuzz/run.sh on nightly
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -120,5 +121,15 @@ fi
 # cache holds the pinned versions, about 9 minutes cold on 2 cores.
 # Its output goes through as is: a cold build is long and should show progress.
 bash "$ROOT/tests/tools/k8s/build.sh"
+
+# ---- cargo-fuzz (crates.io) for the fuzz targets in fuzz/ -------------------------------
+if [ -x "$CACHE/cargo-fuzz/bin/cargo-fuzz" ] && "$CACHE/cargo-fuzz/bin/cargo-fuzz" --version | grep -qF "$CARGO_FUZZ_VERSION"; then
+  log "cargo-fuzz: $CARGO_FUZZ_VERSION present"
+else
+  log "cargo-fuzz: installing $CARGO_FUZZ_VERSION"
+  cargo install --locked --quiet --root "$CACHE/cargo-fuzz" --version "$CARGO_FUZZ_VERSION" cargo-fuzz
+fi
+rustup run nightly rustc --version >/dev/null 2>&1 \
+  || { echo "install.sh: the fuzz targets need a nightly Rust toolchain (rustup toolchain list)" >&2; exit 1; }
 
 log "done: cache $CACHE"

@@ -17,6 +17,25 @@ pub fn body(shape: &RequestShape, version: i16, width: usize, seed: u8) -> Vec<u
     w.out
 }
 
+/// A whole frame for the wire: size prefix, request header (client id "rill-seed")
+/// and a body as `body` builds it.
+pub fn frame(shape: &RequestShape, version: i16, width: usize, seed: u8) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&(shape.key as i16).to_be_bytes());
+    payload.extend_from_slice(&version.to_be_bytes());
+    payload.extend_from_slice(&i32::from(seed).to_be_bytes());
+    let client_id = b"rill-seed";
+    payload.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    payload.extend_from_slice(client_id);
+    if shape.key.request_header_version(version) >= 2 {
+        payload.push(0);
+    }
+    payload.extend_from_slice(&body(shape, version, width, seed));
+    let mut out = (payload.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&payload);
+    out
+}
+
 struct Writer {
     out: Vec<u8>,
     flexible: bool,

@@ -193,3 +193,34 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// The request fuzzer's seed corpus (`fuzz/corpus/request/`) is one frame per API
+/// and version served. `RILL_WRITE_SEEDS=1 cargo test -p rill-broker seed_corpus`
+/// writes it anew.
+#[test]
+fn seed_corpus_is_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/request");
+    let write = std::env::var_os("RILL_WRITE_SEEDS").is_some();
+    if write {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    for s in shapes() {
+        for version in versions(s) {
+            let frame = sample::frame(s, version, 1, version as u8);
+            let payload = &frame[4..];
+            check(s.key, version, payload).unwrap();
+            let path = dir.join(format!("{:?}-v{version}", s.key));
+            if write {
+                std::fs::write(&path, &frame).unwrap();
+            } else {
+                let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!(
+                        "{}: {e}; run RILL_WRITE_SEEDS=1 cargo test -p rill-broker seed_corpus",
+                        path.display()
+                    )
+                });
+                assert_eq!(on_disk, frame, "{} is stale", path.display());
+            }
+        }
+    }
+}
