@@ -345,6 +345,13 @@ def test_max_connections_blocks_accepting_until_a_slot_frees(broker, topic):
 
 
 @pytest.mark.broker_settings(**{"connections.max.idle.ms": 5000})
+@pytest.mark.skipif(
+    target() == "kafka",
+    reason="Kafka closes at most one expired connection per network-thread poll "
+    "(Selector.maybeCloseOldestConnection): here about 10 a second, so reaping 2,000 takes "
+    "minutes, beyond this test's bound (seen: 219 of 2,000 closed in 25 s); the idle "
+    "semantics are checked against Kafka by the test above",
+)
 def test_many_idle_connections_are_held_cheaply_and_reaped(broker, topic):
     count = 2000
     raise_open_files(count + 512)

@@ -181,9 +181,10 @@ async fn within<T>(
     expired: fn(Duration) -> ConnectionError,
     future: impl std::future::Future<Output = T>,
 ) -> Result<T, ConnectionError> {
-    match limit {
+    // A limit too far out to be an Instant never expires.
+    match limit.and_then(|l| Some((l, since.checked_add(l)?))) {
         None => Ok(future.await),
-        Some(limit) => tokio::time::timeout_at(since + limit, future)
+        Some((limit, deadline)) => tokio::time::timeout_at(deadline, future)
             .await
             .map_err(|_| expired(limit)),
     }
@@ -510,6 +511,16 @@ mod tests {
             "{elapsed:?}"
         );
         trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn limit_beyond_any_instant_never_expires() {
+        let l = limits(None, Some(i64::MAX as u64));
+        let (mut client, reader) = spawn_reader(l);
+        client.write_all(&frame(b"ok")).await.unwrap();
+        drop(client);
+        let frames = reader.await.unwrap().unwrap();
+        assert_eq!(&frames[0].bytes[..], b"ok");
     }
 
     #[tokio::test]
