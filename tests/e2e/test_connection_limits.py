@@ -388,3 +388,43 @@ def test_many_idle_connections_are_held_cheaply_and_reaped(broker, topic):
     for s in socks:
         s.close()
     service_works(broker, topic, b"after-reap")
+
+
+# ---- shutdown -------------------------------------------------------------------------
+
+
+def fetch_request_v4(corr: int, topic: str, partition: int, offset: int, max_wait_ms: int) -> bytes:
+    body = struct.pack(">iiiib", -1, max_wait_ms, 1, 1 << 20, 0)
+    body += struct.pack(">i", 1) + w._str(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, 1 << 20)
+    return w.header_v1(w.API_FETCH, 4, corr) + body
+
+
+@pytest.mark.broker_settings(**{"controlled.shutdown.enable": "false"})
+@pytest.mark.skipif(
+    target() == "kafka",
+    reason="Kafka closes client connections at shutdown without answering a long-poll fetch "
+    "in flight (seen: EOF before any response); Rill drains requests in flight instead",
+)
+def test_shutdown_answers_the_request_in_flight(broker, topic):
+    """SIGTERM while a long-poll fetch waits: the fetch is answered before the connection
+    closes, and the broker exits cleanly (drain, not abort). No controlled shutdown, so
+    no leadership change answers the fetch early."""
+    create_topic(broker.bootstrap, topic)
+    err, _ = w.produce(broker.port, topic, 0, w.record_batch([(None, b"v")], int(time.time() * 1000)))
+    assert err == w.ERR_NONE
+    s = connect(broker.port, timeout=15)
+    s.sendall(w.frame(fetch_request_v4(77, topic, 0, 1, max_wait_ms=3000)))
+    time.sleep(0.5)  # the fetch is parked waiting for data
+    codes: list[int] = []
+    stopper = threading.Thread(target=lambda: codes.append(broker.stop(timeout=20)))
+    stopper.start()
+    stopped_at = time.monotonic()
+    (n,) = struct.unpack(">i", recv_exact(s, 4))
+    resp = recv_exact(s, n)
+    (corr,) = struct.unpack_from(">i", resp)
+    assert corr == 77
+    print(f"\nfetch in flight answered {time.monotonic() - stopped_at:.1f}s after SIGTERM")
+    stopper.join(timeout=25)
+    assert codes and codes[0] in broker.clean_exit_codes(), codes
+    s.close()
