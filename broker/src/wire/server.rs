@@ -77,8 +77,8 @@ pub async fn serve(listener: TcpListener, ctx: Context, mut shutdown: watch::Rec
         let ctx = ctx.clone();
         let limits = limits.clone();
         let shutdown = shutdown.clone();
+        let open = OpenConnection::new(ctx.metrics.clone(), slot, ip_slot);
         connections.spawn(async move {
-            ctx.metrics.connections.inc();
             let result = Connection::new(stream, limits)
                 .run(ctx.clone(), shutdown)
                 .await;
@@ -96,8 +96,7 @@ pub async fn serve(listener: TcpListener, ctx: Context, mut shutdown: watch::Rec
                 }
                 tracing::info!(%peer, error = %e, "connection ended");
             }
-            ctx.metrics.connections.dec();
-            drop((slot, ip_slot));
+            drop(open);
         });
     }
     // No new connections; those handling a request finish it, the rest end at once.
@@ -112,6 +111,35 @@ pub async fn serve(listener: TcpListener, ctx: Context, mut shutdown: watch::Rec
             "requests still in flight after the drain timeout: dropped"
         );
         connections.shutdown().await;
+    }
+}
+
+/// What an open connection holds: its `max.connections` slot, its address's count and
+/// its place in the gauge. Dropped when its task ends, however it ends.
+struct OpenConnection {
+    metrics: Arc<crate::metrics::Metrics>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _ip_slot: IpSlot,
+}
+
+impl OpenConnection {
+    fn new(
+        metrics: Arc<crate::metrics::Metrics>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        ip_slot: IpSlot,
+    ) -> Self {
+        metrics.connections.inc();
+        OpenConnection {
+            metrics,
+            _slot: slot,
+            _ip_slot: ip_slot,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.connections.dec();
     }
 }
 
