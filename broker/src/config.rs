@@ -44,6 +44,8 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub socket_request_max_bytes: usize,
+    /// Connection and request-memory limits of the Kafka listener.
+    pub socket_server: SocketServerConfig,
     pub log_retention_check_interval_ms: u64,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_num_partitions: i32,
@@ -52,6 +54,63 @@ pub struct BrokerConfig {
     pub group: crate::group::GroupConfig,
     pub log_defaults: LogConfig,
     pub cluster: ClusterConfig,
+}
+
+/// Kafka's SocketServer limits: how many connections, for how long, and how many request
+/// bytes may be held in memory while they are read or wait to be handled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketServerConfig {
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed;
+    /// a request whose frame is not complete this long after its first byte is closed
+    /// too. Negative: never.
+    pub connections_max_idle_ms: i64,
+    /// `max.connections`: while this many are open, new ones wait in the listen backlog
+    /// (Kafka blocks its acceptor the same way).
+    pub max_connections: i32,
+    /// `max.connections.per.ip` and `max.connections.per.ip.overrides` (IP literals): a
+    /// connection over its address's limit is closed as soon as it is accepted.
+    pub max_connections_per_ip: i32,
+    pub max_connections_per_ip_overrides: BTreeMap<std::net::IpAddr, i32>,
+    /// `queued.max.request.bytes`: request bytes being read or handled at once, broker
+    /// wide; when spent, connections stop reading. Zero or negative: unbounded (Kafka's
+    /// default, -1). Rill's default is 256 MiB.
+    pub queued_max_request_bytes: i64,
+}
+
+impl Default for SocketServerConfig {
+    fn default() -> Self {
+        SocketServerConfig {
+            connections_max_idle_ms: 600_000,
+            max_connections: i32::MAX,
+            max_connections_per_ip: i32::MAX,
+            max_connections_per_ip_overrides: BTreeMap::new(),
+            queued_max_request_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl SocketServerConfig {
+    /// The per-IP limit for `ip`: its override, else `max.connections.per.ip`.
+    pub fn max_connections_for(&self, ip: std::net::IpAddr) -> i32 {
+        self.max_connections_per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(self.max_connections_per_ip)
+    }
+
+    /// The request-memory budget in bytes; `None` when unbounded.
+    pub fn queued_max_request_bytes(&self) -> Option<usize> {
+        usize::try_from(self.queued_max_request_bytes)
+            .ok()
+            .filter(|b| *b > 0)
+    }
+
+    /// `connections.max.idle.ms` as a duration; `None` when connections never expire.
+    pub fn connections_max_idle(&self) -> Option<std::time::Duration> {
+        u64::try_from(self.connections_max_idle_ms)
+            .ok()
+            .map(std::time::Duration::from_millis)
+    }
 }
 
 /// The KRaft settings: which roles this node plays and how the nodes find each other.
@@ -143,6 +202,7 @@ impl BrokerConfig {
             num_partitions: 1,
             default_replication_factor: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
+            socket_server: SocketServerConfig::default(),
             log_retention_check_interval_ms: 5 * 60 * 1000,
             offsets_topic_num_partitions: 50,
             // Like Kafka's sample dev config: no initial delay, so a lone consumer
@@ -213,6 +273,24 @@ impl BrokerConfig {
                 "listeners",
                 String::new(),
                 "a multi-node cluster needs a CONTROLLER://HOST:PORT listener",
+            ));
+        }
+        // As Kafka requires: every frame socket.request.max.bytes allows fits the budget.
+        let s = &self.socket_server;
+        if s.queued_max_request_bytes > 0
+            && (s.queued_max_request_bytes as u64) < self.socket_request_max_bytes as u64
+        {
+            return Err(invalid(
+                "queued.max.request.bytes",
+                s.queued_max_request_bytes.to_string(),
+                "must be at least socket.request.max.bytes (or -1 for unbounded)",
+            ));
+        }
+        if s.max_connections_per_ip == 0 && s.max_connections_per_ip_overrides.is_empty() {
+            return Err(invalid(
+                "max.connections.per.ip",
+                "0".into(),
+                "can be 0 only if max.connections.per.ip.overrides is set",
             ));
         }
         if c.broker_heartbeat_interval_ms >= c.broker_session_timeout_ms {
@@ -368,7 +446,25 @@ impl BrokerConfig {
                 self.num_partitions = parse_at_least(name, value, 1)?;
             }
             "default.replication.factor" => self.default_replication_factor = parse(name, value)?,
-            "socket.request.max.bytes" => self.socket_request_max_bytes = parse(name, value)?,
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = parse_at_least(name, value, 1)?
+            }
+            "connections.max.idle.ms" => {
+                self.socket_server.connections_max_idle_ms = parse(name, value)?
+            }
+            "max.connections" => {
+                self.socket_server.max_connections = parse_at_least(name, value, 0)?
+            }
+            "max.connections.per.ip" => {
+                self.socket_server.max_connections_per_ip = parse_at_least(name, value, 0)?
+            }
+            "max.connections.per.ip.overrides" => {
+                self.socket_server.max_connections_per_ip_overrides =
+                    parse_ip_overrides(value).map_err(|r| invalid(&r))?
+            }
+            "queued.max.request.bytes" => {
+                self.socket_server.queued_max_request_bytes = parse(name, value)?
+            }
             "offsets.topic.num.partitions" => {
                 self.offsets_topic_num_partitions = parse_at_least(name, value, 1)?;
             }
@@ -426,6 +522,31 @@ impl BrokerConfig {
             (
                 "socket.request.max.bytes".into(),
                 self.socket_request_max_bytes.to_string(),
+            ),
+            (
+                "connections.max.idle.ms".into(),
+                self.socket_server.connections_max_idle_ms.to_string(),
+            ),
+            (
+                "max.connections".into(),
+                self.socket_server.max_connections.to_string(),
+            ),
+            (
+                "max.connections.per.ip".into(),
+                self.socket_server.max_connections_per_ip.to_string(),
+            ),
+            (
+                "max.connections.per.ip.overrides".into(),
+                self.socket_server
+                    .max_connections_per_ip_overrides
+                    .iter()
+                    .map(|(ip, n)| format!("{ip}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "queued.max.request.bytes".into(),
+                self.socket_server.queued_max_request_bytes.to_string(),
             ),
             ("log.segment.bytes".into(), d.segment_bytes.to_string()),
             ("log.roll.ms".into(), d.segment_ms.to_string()),
@@ -689,6 +810,29 @@ fn parse_voters(value: &str) -> Result<BTreeMap<i32, String>, String> {
     Ok(voters)
 }
 
+/// `127.0.0.1:200,::1:5` -> {127.0.0.1: 200, ::1: 5}. Kafka also takes host names and
+/// resolves them once; Rill takes IP literals only, so no lookup happens at startup.
+fn parse_ip_overrides(value: &str) -> Result<BTreeMap<std::net::IpAddr, i32>, String> {
+    let mut overrides = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (ip, count) = entry
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{entry:?} is not IP:COUNT"))?;
+        let ip: std::net::IpAddr = ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IP address"))?;
+        let count: i32 = count
+            .parse()
+            .ok()
+            .filter(|c| *c >= 0)
+            .ok_or_else(|| format!("{count:?} is not a connection count"))?;
+        overrides.insert(ip, count);
+    }
+    Ok(overrides)
+}
+
 /// The address of the listener called `name` in a `listeners` value.
 fn named_listener<'a>(value: &'a str, name: &str) -> Option<&'a str> {
     value
@@ -828,6 +972,53 @@ mod tests {
             Err(ConfigError::Unknown(_))
         ));
         assert!(c.set("num.partitions", "0").is_err());
+    }
+
+    #[test]
+    fn socket_server_limits_use_kafka_names_and_checks() {
+        let mut c = BrokerConfig::dev("127.0.0.1:9092".parse().unwrap(), "d".into());
+        let s = &c.socket_server;
+        assert_eq!(s.connections_max_idle_ms, 600_000);
+        assert_eq!(
+            (s.max_connections, s.max_connections_per_ip),
+            (i32::MAX, i32::MAX)
+        );
+        assert_eq!(s.queued_max_request_bytes(), Some(256 * 1024 * 1024));
+        c.set("connections.max.idle.ms", "1500").unwrap();
+        c.set("max.connections", "10").unwrap();
+        c.set("max.connections.per.ip", "3").unwrap();
+        c.set("max.connections.per.ip.overrides", "127.0.0.2:7, [::1]:1")
+            .unwrap();
+        c.set("queued.max.request.bytes", "-1").unwrap();
+        c.validate().unwrap();
+        let s = &c.socket_server;
+        assert_eq!(
+            s.connections_max_idle(),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(s.max_connections, 10);
+        assert_eq!(s.max_connections_for("127.0.0.1".parse().unwrap()), 3);
+        assert_eq!(s.max_connections_for("127.0.0.2".parse().unwrap()), 7);
+        assert_eq!(s.max_connections_for("::1".parse().unwrap()), 1);
+        assert_eq!(s.queued_max_request_bytes(), None);
+        c.set("connections.max.idle.ms", "-1").unwrap();
+        assert_eq!(c.socket_server.connections_max_idle(), None);
+
+        assert!(c.set("max.connections", "-1").is_err());
+        assert!(c.set("max.connections.per.ip.overrides", "host:1").is_err());
+        assert!(c
+            .set("max.connections.per.ip.overrides", "127.0.0.1:-2")
+            .is_err());
+        // Kafka's cross checks: the budget holds the largest frame; 0 per IP needs overrides.
+        c.set("queued.max.request.bytes", "1000").unwrap();
+        let err = c.clone().validate().unwrap_err().to_string();
+        assert!(err.contains("queued.max.request.bytes"), "{err}");
+        c.set("socket.request.max.bytes", "1000").unwrap();
+        c.validate().unwrap();
+        c.set("max.connections.per.ip.overrides", "").unwrap();
+        c.set("max.connections.per.ip", "0").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("max.connections.per.ip"), "{err}");
     }
 
     #[test]

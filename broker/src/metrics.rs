@@ -28,6 +28,15 @@ pub struct Metrics {
     pub under_replicated_partitions: prometheus::IntGauge,
     /// 1 on the node that is the active controller.
     pub active_controller: prometheus::IntGauge,
+    /// Open client connections on the Kafka listener.
+    pub connections: prometheus::IntGauge,
+    /// Connections closed at accept (`max.connections.per.ip`).
+    pub connections_refused: IntCounterVec,
+    /// Connections the broker closed for a limit: `idle` (connections.max.idle.ms with
+    /// no request) or `request_deadline` (a frame not complete in that time).
+    pub connections_closed: IntCounterVec,
+    /// Request bytes held against `queued.max.request.bytes`.
+    pub queued_request_bytes: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -117,8 +126,30 @@ impl Metrics {
             "rill_active_controller",
             "1 when this node is the active controller",
         );
+        let connections = gauge(
+            "rill_connections",
+            "Open client connections on the Kafka listener",
+        );
+        let connections_refused = counter(
+            "rill_connections_refused_total",
+            "Connections closed as soon as accepted, by limit",
+            &["reason"],
+        );
+        let connections_closed = counter(
+            "rill_connections_closed_total",
+            "Connections the broker closed for a time limit",
+            &["reason"],
+        );
+        let queued_request_bytes = gauge(
+            "rill_queued_request_bytes",
+            "Request bytes being read or handled, held against queued.max.request.bytes",
+        );
         Metrics {
             registry,
+            connections,
+            connections_refused,
+            connections_closed,
+            queued_request_bytes,
             high_watermark,
             log_end_offset,
             leader_partitions,

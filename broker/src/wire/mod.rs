@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_versions;
+mod budget;
 mod cluster;
 mod configs;
 mod connection;
