@@ -84,6 +84,38 @@ async fn route(
             &groups::join_group(ctx, r, version, client_id).await,
         )),
         RequestKind::SyncGroup(r) => respond(encode(c, version, &groups::sync_group(ctx, r).await)),
+        // The group coordinator appends under a shard lock, then awaits the ISR with no
+        // lock held: these never block a runtime worker.
+        RequestKind::Heartbeat(r) => respond(encode(c, version, &groups::heartbeat(ctx, r).await)),
+        RequestKind::LeaveGroup(r) => respond(encode(
+            c,
+            version,
+            &groups::leave_group(ctx, r, version).await,
+        )),
+        RequestKind::ListGroups(r) => {
+            respond(encode(c, version, &groups::list_groups(ctx, r).await))
+        }
+        RequestKind::DescribeGroups(r) => respond(encode(
+            c,
+            version,
+            &groups::describe_groups(ctx, r, version).await,
+        )),
+        RequestKind::DeleteGroups(r) => {
+            respond(encode(c, version, &groups::delete_groups(ctx, r).await))
+        }
+        RequestKind::OffsetCommit(r) => respond(encode(
+            c,
+            version,
+            &offsets::offset_commit(ctx, r, version).await,
+        )),
+        RequestKind::OffsetFetch(r) => respond(encode(
+            c,
+            version,
+            &offsets::offset_fetch(ctx, r, version).await,
+        )),
+        RequestKind::OffsetDelete(r) => {
+            respond(encode(c, version, &offsets::offset_delete(ctx, r).await))
+        }
         // Appends block (in place); acks=all then waits for the ISR.
         RequestKind::Produce(r) => match produce::handle(ctx, r, version).await {
             Some(response) => respond(encode(c, version, &response)),
@@ -109,10 +141,6 @@ fn writes_to_disk(request: &RequestKind) -> bool {
             | RequestKind::InitProducerId(_)
             // Creation of __consumer_offsets.
             | RequestKind::FindCoordinator(_)
-            | RequestKind::LeaveGroup(_)
-            | RequestKind::OffsetCommit(_)
-            | RequestKind::OffsetDelete(_)
-            | RequestKind::DeleteGroups(_)
             // Metadata changes wait for the quorum.
             | RequestKind::ElectLeaders(_)
             | RequestKind::AlterPartitionReassignments(_)
@@ -160,26 +188,6 @@ fn route_now(ctx: &Context, request: RequestKind, version: i16, c: i32) -> Outco
             version,
             &groups::find_coordinator(ctx, r, version),
         )),
-        RequestKind::Heartbeat(r) => respond(encode(c, version, &groups::heartbeat(ctx, r))),
-        RequestKind::LeaveGroup(r) => {
-            respond(encode(c, version, &groups::leave_group(ctx, r, version)))
-        }
-        RequestKind::ListGroups(r) => respond(encode(c, version, &groups::list_groups(ctx, r))),
-        RequestKind::DescribeGroups(r) => respond(encode(
-            c,
-            version,
-            &groups::describe_groups(ctx, r, version),
-        )),
-        RequestKind::DeleteGroups(r) => respond(encode(c, version, &groups::delete_groups(ctx, r))),
-        RequestKind::OffsetCommit(r) => {
-            respond(encode(c, version, &offsets::offset_commit(ctx, r, version)))
-        }
-        RequestKind::OffsetFetch(r) => {
-            respond(encode(c, version, &offsets::offset_fetch(ctx, r, version)))
-        }
-        RequestKind::OffsetDelete(r) => {
-            respond(encode(c, version, &offsets::offset_delete(ctx, r)))
-        }
         RequestKind::OffsetForLeaderEpoch(r) => respond(encode(
             c,
             version,

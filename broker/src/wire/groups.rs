@@ -158,17 +158,24 @@ pub async fn sync_group(ctx: &Context, request: SyncGroupRequest) -> SyncGroupRe
         .with_assignment(r.assignment)
 }
 
-pub fn heartbeat(ctx: &Context, request: HeartbeatRequest) -> HeartbeatResponse {
-    let result = ctx.groups.heartbeat(
-        request.group_id.0.as_str(),
-        request.member_id.as_str(),
-        request.group_instance_id.as_ref().map(|i| i.as_str()),
-        request.generation_id,
-    );
+pub async fn heartbeat(ctx: &Context, request: HeartbeatRequest) -> HeartbeatResponse {
+    let result = ctx
+        .groups
+        .heartbeat(
+            request.group_id.0.as_str(),
+            request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|i| i.as_str()),
+            request.generation_id,
+        )
+        .await;
     HeartbeatResponse::default().with_error_code(code(result))
 }
 
-pub fn leave_group(ctx: &Context, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub async fn leave_group(
+    ctx: &Context,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     // v0-2 name one member; v3+ a batch, possibly by group.instance.id.
     let members: Vec<(String, Option<String>)> = if version < 3 {
         vec![(request.member_id.to_string(), None)]
@@ -184,7 +191,11 @@ pub fn leave_group(ctx: &Context, request: LeaveGroupRequest, version: i16) -> L
             })
             .collect()
     };
-    match ctx.groups.leave(request.group_id.0.as_str(), &members) {
+    match ctx
+        .groups
+        .leave(request.group_id.0.as_str(), &members)
+        .await
+    {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
         Ok(results) if version < 3 => LeaveGroupResponse::default()
             .with_error_code(results.into_iter().next().map_or(0, code)),
@@ -203,7 +214,7 @@ pub fn leave_group(ctx: &Context, request: LeaveGroupRequest, version: i16) -> L
     }
 }
 
-pub fn list_groups(ctx: &Context, request: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn list_groups(ctx: &Context, request: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -217,6 +228,7 @@ pub fn list_groups(ctx: &Context, request: ListGroupsRequest) -> ListGroupsRespo
     let groups = ctx
         .groups
         .list_groups()
+        .await
         .into_iter()
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
@@ -231,61 +243,58 @@ pub fn list_groups(ctx: &Context, request: ListGroupsRequest) -> ListGroupsRespo
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub fn describe_groups(
+pub async fn describe_groups(
     ctx: &Context,
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
-    let groups = request
-        .groups
-        .into_iter()
-        .map(|group_id| {
-            let base = DescribedGroup::default().with_group_id(group_id.clone());
-            match ctx.groups.describe_group(group_id.0.as_str()) {
-                Err(e) => base.with_error_code(e.code()),
-                // Kafka answers an unknown group as Dead, with an error from v6.
-                Ok(None) => {
-                    let base = base.with_group_state(s("Dead"));
-                    if version >= 6 {
-                        base.with_error_code(ResponseError::GroupIdNotFound.code())
-                    } else {
-                        base
-                    }
+    let mut groups = Vec::with_capacity(request.groups.len());
+    for group_id in request.groups {
+        let base = DescribedGroup::default().with_group_id(group_id.clone());
+        let described = match ctx.groups.describe_group(group_id.0.as_str()).await {
+            Err(e) => base.with_error_code(e.code()),
+            // Kafka answers an unknown group as Dead, with an error from v6.
+            Ok(None) => {
+                let base = base.with_group_state(s("Dead"));
+                if version >= 6 {
+                    base.with_error_code(ResponseError::GroupIdNotFound.code())
+                } else {
+                    base
                 }
-                Ok(Some(g)) => base
-                    .with_group_state(s(g.state))
-                    .with_protocol_type(s(g.protocol_type))
-                    .with_protocol_data(s(g.protocol))
-                    .with_members(
-                        g.members
-                            .into_iter()
-                            .map(|m| {
-                                DescribedGroupMember::default()
-                                    .with_member_id(s(m.member_id))
-                                    .with_group_instance_id(m.group_instance_id.map(s))
-                                    .with_client_id(s(m.client_id))
-                                    .with_client_host(s(m.client_host))
-                                    .with_member_metadata(m.metadata)
-                                    .with_member_assignment(m.assignment)
-                            })
-                            .collect(),
-                    ),
             }
-        })
-        .collect();
+            Ok(Some(g)) => base
+                .with_group_state(s(g.state))
+                .with_protocol_type(s(g.protocol_type))
+                .with_protocol_data(s(g.protocol))
+                .with_members(
+                    g.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(s(m.member_id))
+                                .with_group_instance_id(m.group_instance_id.map(s))
+                                .with_client_id(s(m.client_id))
+                                .with_client_host(s(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+        };
+        groups.push(described);
+    }
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub fn delete_groups(ctx: &Context, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let results = request
-        .groups_names
-        .into_iter()
-        .map(|g| {
-            let r = ctx.groups.delete_group(g.0.as_str());
+pub async fn delete_groups(ctx: &Context, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for g in request.groups_names {
+        let r = ctx.groups.delete_group(g.0.as_str()).await;
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(g)
-                .with_error_code(code(r))
-        })
-        .collect();
+                .with_error_code(code(r)),
+        );
+    }
     DeleteGroupsResponse::default().with_results(results)
 }
