@@ -192,7 +192,7 @@ impl GroupCoordinator {
 
     /// Creates `__consumer_offsets` if it does not exist yet (Kafka does so on the
     /// first FindCoordinator).
-    pub fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
+    pub async fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
         if self.replicas.topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
@@ -216,6 +216,7 @@ impl GroupCoordinator {
         match self
             .replicas
             .create_topic(OFFSETS_TOPIC, self.num_partitions, rf, configs, false)
+            .await
         {
             Ok(_) | Err(TopicError::TopicAlreadyExists(_)) => Ok(()),
             Err(e) => Err(e),
@@ -259,8 +260,8 @@ impl GroupCoordinator {
     }
 
     /// FindCoordinator: the broker leading the group's partition (any broker answers).
-    pub fn find_coordinator(&self, group_id: &str) -> Result<i32, ResponseError> {
-        self.ensure_offsets_topic().map_err(|e| {
+    pub async fn find_coordinator(&self, group_id: &str) -> Result<i32, ResponseError> {
+        self.ensure_offsets_topic().await.map_err(|e| {
             tracing::warn!(error = %e, "cannot create {OFFSETS_TOPIC}");
             ResponseError::CoordinatorNotAvailable
         })?;
@@ -1009,11 +1010,9 @@ mod tests {
         };
         let cluster = crate::cluster::testing::SingleNode::start(config.clone());
         let replicas = cluster.replicas.clone();
-        replicas
-            .create_topic("t", 2, 1, BTreeMap::new(), false)
-            .unwrap();
+        wait(replicas.create_topic("t", 2, 1, BTreeMap::new(), false)).unwrap();
         let c = GroupCoordinator::new(replicas.clone(), group_config.clone(), 3);
-        assert_eq!(c.find_coordinator("g").unwrap(), 1);
+        assert_eq!(wait(c.find_coordinator("g")).unwrap(), 1);
         let loaded: Vec<Transition> = (0..3)
             .map(|p| Transition {
                 topic: OFFSETS_TOPIC.to_string(),

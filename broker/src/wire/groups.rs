@@ -30,34 +30,40 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-pub fn find_coordinator(
+/// The coordinator of one key: the broker leading the group's `__consumer_offsets`
+/// partition, as (node id, host, port).
+async fn lookup_coordinator(
+    ctx: &Context,
+    key_type: i8,
+    key: &str,
+) -> Result<(i32, String, i32), ResponseError> {
+    if key_type != KEY_TYPE_GROUP {
+        // Transactions and share groups are not implemented. A retriable error would
+        // leave a transactional producer waiting out max.block.ms; this one fails
+        // it at once, as InitProducerId does for a transactional id.
+        return Err(ResponseError::UnsupportedVersion);
+    }
+    let leader = ctx.groups.find_coordinator(key).await?;
+    let image = ctx.replicas.cluster().image();
+    let b = image
+        .brokers
+        .get(&leader)
+        .filter(|_| image.is_active(leader))
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((
+        leader,
+        b.endpoints.kafka_host.clone(),
+        b.endpoints.kafka_port as i32,
+    ))
+}
+
+pub async fn find_coordinator(
     ctx: &Context,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    // The coordinator is the leader of the group's `__consumer_offsets` partition.
-    let lookup = |key: &str| -> Result<(i32, String, i32), ResponseError> {
-        if request.key_type != KEY_TYPE_GROUP {
-            // Transactions and share groups are not implemented. A retriable error would
-            // leave a transactional producer waiting out max.block.ms; this one fails
-            // it at once, as InitProducerId does for a transactional id.
-            return Err(ResponseError::UnsupportedVersion);
-        }
-        let leader = ctx.groups.find_coordinator(key)?;
-        let image = ctx.replicas.cluster().image();
-        let b = image
-            .brokers
-            .get(&leader)
-            .filter(|_| image.is_active(leader))
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        Ok((
-            leader,
-            b.endpoints.kafka_host.clone(),
-            b.endpoints.kafka_port as i32,
-        ))
-    };
     if version < 4 {
-        return match lookup(request.key.as_str()) {
+        return match lookup_coordinator(ctx, request.key_type, request.key.as_str()).await {
             Ok((id, host, port)) => FindCoordinatorResponse::default()
                 .with_node_id(BrokerId(id))
                 .with_host(s(host))
@@ -68,12 +74,11 @@ pub fn find_coordinator(
                 .with_error_message(Some(s(e.to_string()))),
         };
     }
-    let coordinators = request
-        .coordinator_keys
-        .iter()
-        .map(|key| {
-            let c = Coordinator::default().with_key(key.clone());
-            match lookup(key.as_str()) {
+    let mut coordinators = Vec::with_capacity(request.coordinator_keys.len());
+    for key in &request.coordinator_keys {
+        let c = Coordinator::default().with_key(key.clone());
+        coordinators.push(
+            match lookup_coordinator(ctx, request.key_type, key.as_str()).await {
                 Ok((id, host, port)) => c
                     .with_node_id(BrokerId(id))
                     .with_host(s(host))
@@ -82,9 +87,9 @@ pub fn find_coordinator(
                     .with_node_id(BrokerId(-1))
                     .with_error_code(e.code())
                     .with_error_message(Some(s(e.to_string()))),
-            }
-        })
-        .collect();
+            },
+        );
+    }
     FindCoordinatorResponse::default().with_coordinators(coordinators)
 }
 
