@@ -2,10 +2,14 @@
 
 3 nodes. The test finds the coordinator of group A and an in-sync follower of A's
 `__consumer_offsets` partition, SIGSTOPs that follower, and sends an OffsetCommit for A:
-its write cannot be acknowledged by the whole ISR. Meanwhile a member of group B, which
-lives on the same coordinator and the same `__consumer_offsets` partition (the same
-shard, the hardest case), keeps heartbeating: each heartbeat must be answered within
-100 ms. The commit must be answered within `offsets.commit.timeout.ms` (5 s): with the
+its write cannot be acknowledged by the whole ISR. Meanwhile a member of each of two
+other groups on the same coordinator keeps heartbeating, each on its own connection:
+group B on another `__consumer_offsets` partition, and group S on A's own partition (the
+same coordinator shard). Every heartbeat of B must be answered within 100 ms, against
+Rill and Apache Kafka alike. So must every heartbeat of S against Rill; Apache Kafka 4.1
+defers it (its coordinator runtime answers a partition's operations only once the
+partition's earlier writes are committed: 3-4 s here), so for Kafka S is measured and
+reported, not asserted. The commit must be answered within `offsets.commit.timeout.ms` (5 s): with the
 default `replica.lag.time.max.ms` (30 s) the ISR does not shrink in time and the answer is
 COORDINATOR_NOT_AVAILABLE, as Apache Kafka's coordinator answers a write that timed out;
 with `replica.lag.time.max.ms=2000` the ISR shrinks, the high watermark advances and the
@@ -26,10 +30,11 @@ import time
 from pathlib import Path
 
 import pytest
+from broker_process import target
 from cluster_process import Cluster
 from kafka_wire import Reader, _str, frame, header_v1
 
-pytestmark = [pytest.mark.cluster, pytest.mark.rill_only, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
 API_OFFSET_COMMIT = 8
 API_OFFSET_FETCH = 9
@@ -41,7 +46,7 @@ API_SYNC_GROUP = 14
 ERR_NONE = 0
 ERR_COORDINATOR_NOT_AVAILABLE = 15
 OFFSETS_TOPIC = "__consumer_offsets"
-OFFSETS_PARTITIONS = 3  # set below as offsets.topic.num.partitions: a partition per node
+OFFSETS_PARTITIONS = 6  # set below as offsets.topic.num.partitions: two led by each node
 COMMIT_TIMEOUT_S = 5.0  # offsets.commit.timeout.ms
 HEARTBEAT_BOUND_S = 0.100
 TOPIC = "stall-t"
@@ -170,7 +175,9 @@ def produce_consume_round_trip(c: Cluster, value: bytes, timeout: float = 30.0) 
 
 
 @pytest.mark.parametrize("case,extra,expected", [
-    ("commit_times_out", {}, ERR_COORDINATOR_NOT_AVAILABLE),
+    # broker.session.timeout.ms above the commit timeout: the paused broker is not fenced
+    # (which would shrink the ISR) before the commit times out.
+    ("commit_times_out", {"broker.session.timeout.ms": "9000"}, ERR_COORDINATOR_NOT_AVAILABLE),
     ("isr_shrinks", {"replica.lag.time.max.ms": "2000"}, ERR_NONE),
 ])
 def test_paused_offsets_follower_does_not_freeze_the_coordinator(cluster_factory, tmp_path: Path, case, extra,
@@ -180,7 +187,6 @@ def test_paused_offsets_follower_does_not_freeze_the_coordinator(cluster_factory
     c.create_topic(TOPIC, 1)
     group_a = "stall-a"
     shard = partition_for(group_a)
-    group_b = next(g for g in (f"stall-b{i}" for i in range(1000)) if partition_for(g) == shard)
 
     def coordinator_found():
         conn = Conn(c.kafka_addr(c.live_ids()[0]), 5)
@@ -194,6 +200,14 @@ def test_paused_offsets_follower_does_not_freeze_the_coordinator(cluster_factory
     c.wait_for(lambda: sorted(c.isr_of(OFFSETS_TOPIC, shard)) == sorted(c.nodes), 60,
                f"a full ISR for {OFFSETS_TOPIC}-{shard}")
     assert c.leader_of(OFFSETS_TOPIC, shard) == coordinator
+    led_here = {p for p in range(OFFSETS_PARTITIONS) if c.leader_of(OFFSETS_TOPIC, p) == coordinator}
+    others = led_here - {shard}
+    assert others, f"node {coordinator} leads only {OFFSETS_TOPIC}-{shard} of {OFFSETS_PARTITIONS}"
+    candidates = [f"stall-g{i}" for i in range(1000)]
+    groups = {
+        "other_partition": next(g for g in candidates if partition_for(g) in others),
+        "same_partition": next(g for g in candidates if partition_for(g) == shard),
+    }
     followers = [n for n in c.isr_of(OFFSETS_TOPIC, shard) if n != coordinator]
     # Not the active controller if we can help it: the quorum then keeps its leader and
     # the ISR change of the second case is not held up by an election.
@@ -201,14 +215,20 @@ def test_paused_offsets_follower_does_not_freeze_the_coordinator(cluster_factory
     follower = next((n for n in followers if n != controller), followers[0])
 
     addr = c.kafka_addr(coordinator)
-    hb_conn = Conn(addr, 2 * COMMIT_TIMEOUT_S)
-    generation, member = c.wait_for(lambda: join_and_sync(hb_conn, group_b), 30, f"group {group_b} formed")
-    assert heartbeat(hb_conn, group_b, generation, member) == ERR_NONE
+    members = {}
+    for kind, group in groups.items():
+        conn = Conn(addr, 3 * COMMIT_TIMEOUT_S)
+        generation, member = c.wait_for(lambda: join_and_sync(conn, group), 30, f"group {group} formed")
+        assert heartbeat(conn, group, generation, member) == ERR_NONE
+        members[kind] = (conn, group, generation, member)
     commit_conn = Conn(addr, 6 * COMMIT_TIMEOUT_S)
     assert commit(commit_conn, group_a, 41) == ERR_NONE, "a commit before the pause"
 
     commit_sent = threading.Event()
+    commit_done = threading.Event()
     answer: dict = {}
+    latencies: dict[str, list[float]] = {kind: [] for kind in groups}
+    codes: dict[str, list[int]] = {kind: [] for kind in groups}
 
     def send_commit():
         t0 = time.monotonic()
@@ -218,9 +238,21 @@ def test_paused_offsets_follower_does_not_freeze_the_coordinator(cluster_factory
         except OSError as e:
             answer["error"] = repr(e)
         answer["elapsed"] = time.monotonic() - t0
+        commit_done.set()
 
-    latencies: list[float] = []
-    codes: list[int] = []
+    def heartbeats(kind: str):
+        conn, group, generation, member = members[kind]
+        deadline = time.monotonic() + 3 * COMMIT_TIMEOUT_S
+        while not commit_done.is_set() and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            try:
+                codes[kind].append(heartbeat(conn, group, generation, member))
+                latencies[kind].append(time.monotonic() - t0)
+            except OSError:
+                latencies[kind].append(float("inf"))
+                return
+            commit_done.wait(0.1)
+
     t_pause = time.monotonic()
     c.pause(follower)
     try:
@@ -228,27 +260,26 @@ def test_paused_offsets_follower_does_not_freeze_the_coordinator(cluster_factory
         sender.start()
         assert commit_sent.wait(5)
         time.sleep(0.05)  # the commit is on the wire before the first heartbeat
-        deadline = time.monotonic() + 3 * COMMIT_TIMEOUT_S
-        while sender.is_alive() and time.monotonic() < deadline:
-            t0 = time.monotonic()
-            try:
-                codes.append(heartbeat(hb_conn, group_b, generation, member))
-                latencies.append(time.monotonic() - t0)
-            except OSError:
-                latencies.append(float("inf"))
-                break
-            time.sleep(0.1)
+        beaters = [threading.Thread(target=heartbeats, args=(kind,), daemon=True) for kind in groups]
+        for b in beaters:
+            b.start()
         sender.join(timeout=3 * COMMIT_TIMEOUT_S)
+        for b in beaters:
+            b.join(timeout=3 * COMMIT_TIMEOUT_S)
         stopped_for = time.monotonic() - t_pause
     finally:
         c.resume(follower)
     t_resume = time.monotonic()
 
+    def summary(ts: list[float]) -> dict:
+        ordered = sorted(ts)
+        return {"count": len(ts), "max_ms": round(ordered[-1] * 1000, 1) if ts else None,
+                "median_ms": round(ordered[len(ts) // 2] * 1000, 1) if ts else None}
+
     results = {
-        "case": case, "coordinator": coordinator, "paused_follower": follower, "offsets_partition": shard,
-        "group_b": group_b, "heartbeats": len(latencies),
-        "heartbeat_max_ms": round(max(latencies, default=float("nan")) * 1000, 1),
-        "heartbeat_median_ms": round(sorted(latencies)[len(latencies) // 2] * 1000, 1) if latencies else None,
+        "target": target(), "case": case, "coordinator": coordinator, "paused_follower": follower,
+        "offsets_partition": shard, "groups": groups,
+        "heartbeats": {kind: summary(ts) for kind, ts in latencies.items()},
         "commit": answer, "paused_for_s": round(stopped_for, 3),
     }
     print(json.dumps(results))
@@ -257,23 +288,28 @@ def test_paused_offsets_follower_does_not_freeze_the_coordinator(cluster_factory
     assert answer["elapsed"] <= COMMIT_TIMEOUT_S + 1.5, f"commit answered after {answer['elapsed']:.2f}s"
     if expected == ERR_COORDINATOR_NOT_AVAILABLE:
         assert answer["elapsed"] >= COMMIT_TIMEOUT_S - 0.5, "a timeout answered before the timeout"
-    assert len(latencies) >= 10, f"only {len(latencies)} heartbeats while the commit was pending"
-    assert all(code == ERR_NONE for code in codes), f"heartbeat codes {codes}"
-    slow = [round(t * 1000, 1) for t in latencies if t > HEARTBEAT_BOUND_S]
-    assert not slow, f"heartbeats slower than {HEARTBEAT_BOUND_S * 1000:.0f} ms: {slow} of {len(latencies)}"
+    bounded = ["other_partition"] + (["same_partition"] if target() == "rill" else [])
+    for kind in bounded:
+        ts = latencies[kind]
+        assert len(ts) >= 10, f"{kind}: only {len(ts)} heartbeats while the commit was pending"
+        assert all(code == ERR_NONE for code in codes[kind]), f"{kind}: heartbeat codes {codes[kind]}"
+        slow = [round(t * 1000, 1) for t in ts if t > HEARTBEAT_BOUND_S]
+        assert not slow, f"{kind}: heartbeats slower than {HEARTBEAT_BOUND_S * 1000:.0f} ms: {slow} of {len(ts)}"
 
     # Full service after SIGCONT: the follower catches up, a commit is acknowledged and
-    # read back, the group member keeps its session, a record goes round.
+    # read back, the group members keep their sessions, a record goes round.
     c.wait_for(lambda: sorted(c.isr_of(OFFSETS_TOPIC, shard)) == sorted(c.nodes), 60,
                f"node {follower} back in the ISR of {OFFSETS_TOPIC}-{shard}")
     recovered = c.wait_for(lambda: commit(commit_conn, group_a, 43) == ERR_NONE and time.monotonic(), 30,
                            "a commit acknowledged after SIGCONT")
     assert fetch_committed(commit_conn, group_a) == (43, ERR_NONE)
-    assert heartbeat(hb_conn, group_b, generation, member) == ERR_NONE
+    for conn, group, generation, member in members.values():
+        assert heartbeat(conn, group, generation, member) == ERR_NONE, f"{group} lost its session"
     produce_consume_round_trip(c, b"after-sigcont")
     results["commit_ok_after_sigcont_s"] = round(recovered - t_resume, 3)
     results["full_service_after_sigcont_s"] = round(time.monotonic() - t_resume, 3)
     print(json.dumps(results))
     (tmp_path / "results.json").write_text(json.dumps(results, indent=2))
-    hb_conn.close()
+    for conn, *_ in members.values():
+        conn.close()
     commit_conn.close()
