@@ -161,10 +161,12 @@ impl Partition {
         topic: String,
         topic_id: Uuid,
         index: i32,
-        log: Log,
+        mut log: Log,
         local_id: i32,
         wake: Arc<Notify>,
     ) -> Self {
+        // Appends sync after releasing the log: fetches never wait for an fsync.
+        log.set_sync_outside_lock();
         let producers = load_producer_state(&topic, index, &log);
         // The high watermark is not persisted: it starts at the log start and is
         // recomputed from the ISR (as leader) or learned from the leader (as follower).
@@ -347,8 +349,15 @@ impl Partition {
         // The append rewrote the base offsets (and append times) in `records`.
         producers.apply_appended(records)?;
         drop(producers);
+        let pending = log.take_due_sync();
         drop(log);
-        self.update_high_watermark(&state);
+        drop(state);
+        // Fetches and followers are served while the data goes to disk; the producer
+        // is answered after it.
+        if let Some(pending) = pending {
+            pending.sync()?;
+        }
+        self.update_high_watermark(&self.state.lock());
         Ok(info)
     }
 
@@ -614,7 +623,13 @@ impl Partition {
         }
         let hw = leader_high_watermark.min(log.log_end_offset());
         self.high_watermark.store(hw, Ordering::Release);
+        let pending = log.take_due_sync();
+        drop(log);
         drop(state);
+        // Synced before the next fetch tells the leader this replica has the data.
+        if let Some(pending) = pending {
+            pending.sync()?;
+        }
         Ok(())
     }
 
@@ -819,4 +834,86 @@ fn load_producer_state(topic: &str, index: i32, log: &Log) -> ProducerStateManag
 
 fn now_ms() -> i64 {
     crate::replica_manager::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{mpsc, Barrier};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::log::batch::{build_batch, NewRecord};
+
+    fn batch(value: &str) -> BytesMut {
+        BytesMut::from(
+            &build_batch(&[NewRecord {
+                key: None,
+                value: Some(value.as_bytes()),
+                timestamp: 1000,
+            }])[..],
+        )
+    }
+
+    /// Kafka's reads take no lock an append holds across its fsync: a consumer fetch
+    /// is answered while an append (flush.messages=1) is stopped inside its fsync, and
+    /// the append is answered only once the fsync is done.
+    #[test]
+    fn a_fetch_is_answered_while_an_append_is_in_its_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let in_fsync = Arc::new(Barrier::new(2));
+        let release = Arc::new(Barrier::new(2));
+        {
+            let (armed, in_fsync, release) = (armed.clone(), in_fsync.clone(), release.clone());
+            log.set_before_sync(Arc::new(move || {
+                if armed.swap(false, Ordering::AcqRel) {
+                    in_fsync.wait();
+                    release.wait();
+                }
+            }));
+        }
+        let partition = Arc::new(Partition::new(
+            "t".into(),
+            Uuid::nil(),
+            0,
+            log,
+            1,
+            Arc::new(Notify::new()),
+        ));
+        partition.apply_state(&PartitionState::new(vec![1]), 0);
+        partition
+            .append_as_leader(&mut batch("first"), -1, 0)
+            .unwrap();
+        assert_eq!(partition.high_watermark(), 1);
+
+        armed.store(true, Ordering::Release);
+        let appending = {
+            let partition = partition.clone();
+            std::thread::spawn(move || partition.append_as_leader(&mut batch("second"), -1, 0))
+        };
+        in_fsync.wait();
+        // The append is inside its fsync now; a fetch must not wait for it.
+        let (tx, rx) = mpsc::channel();
+        {
+            let partition = partition.clone();
+            std::thread::spawn(move || {
+                let fetched = partition
+                    .fetch(0, 1 << 20, true)
+                    .map(|f| (f.high_watermark, f.slice.map(|s| s.to_vec().unwrap().len())));
+                let _ = tx.send(fetched);
+            });
+        }
+        let fetched = rx.recv_timeout(Duration::from_secs(5));
+        let appended_early = appending.is_finished();
+        release.wait();
+        let (hw, first_batch_len) = fetched.expect("the fetch waited for the fsync").unwrap();
+        assert_eq!(hw, 1, "the unsynced append is not acknowledged yet");
+        assert_eq!(first_batch_len, Some(batch("first").len()));
+        assert!(!appended_early, "the append was answered before its fsync");
+        let info = appending.join().unwrap().unwrap();
+        assert_eq!(info.base_offset, 1);
+        assert_eq!(partition.high_watermark(), 2);
+    }
 }

@@ -173,7 +173,7 @@ impl ReplicaManager {
 
     /// CreateTopics for one topic. `partitions`/`replication_factor` of -1 take the
     /// broker defaults, as in Kafka. Replicas are placed over the active brokers.
-    pub fn create_topic(
+    pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
@@ -189,11 +189,12 @@ impl ReplicaManager {
             configs,
             validate_only,
         )
+        .await
     }
 
     /// CreateTopics with an optional manual assignment (replica lists by partition,
     /// checked by the caller); without one, replicas are placed over active brokers.
-    pub fn create_topic_with(
+    pub async fn create_topic_with(
         &self,
         name: &str,
         partitions: i32,
@@ -254,7 +255,7 @@ impl ReplicaManager {
                 configs,
             }],
         };
-        self.cluster.propose_blocking(command)?;
+        self.cluster.propose(command).await?;
         Ok(record)
     }
 
@@ -291,7 +292,7 @@ impl ReplicaManager {
 
     /// DeleteTopics: the metadata goes first; every replica deletes its files when it
     /// applies the change.
-    pub fn delete_topic(&self, name: &str) -> Result<TopicRecord, TopicError> {
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicRecord, TopicError> {
         // Deleting `__consumer_offsets` would silently drop every committed offset.
         if name == crate::group::OFFSETS_TOPIC {
             return Err(TopicError::InternalTopic(name.to_string()));
@@ -299,14 +300,16 @@ impl ReplicaManager {
         let record = self
             .topic(name)
             .ok_or_else(|| TopicError::UnknownTopic(name.to_string()))?;
-        self.cluster.propose_blocking(Command::DeleteTopic {
-            name: name.to_string(),
-        })?;
+        self.cluster
+            .propose(Command::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?;
         Ok(record)
     }
 
     /// CreatePartitions: grow a topic to `count` partitions.
-    pub fn create_partitions(
+    pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
@@ -344,10 +347,12 @@ impl ReplicaManager {
         if validate_only {
             return Ok(record);
         }
-        self.cluster.propose_blocking(Command::CreatePartitions {
-            topic: name.to_string(),
-            assignments,
-        })?;
+        self.cluster
+            .propose(Command::CreatePartitions {
+                topic: name.to_string(),
+                assignments,
+            })
+            .await?;
         Ok(TopicRecord {
             partitions: count,
             ..record
@@ -355,7 +360,7 @@ impl ReplicaManager {
     }
 
     /// Replaces a topic's config overrides (the result of an incremental alter).
-    pub fn set_topic_configs(
+    pub async fn set_topic_configs(
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
@@ -375,10 +380,12 @@ impl ReplicaManager {
             .map(|k| (k.clone(), None))
             .collect();
         changes.extend(configs.into_iter().map(|(k, v)| (k, Some(v))));
-        self.cluster.propose_blocking(Command::AlterTopicConfigs {
-            topic: name.to_string(),
-            configs: changes,
-        })?;
+        self.cluster
+            .propose(Command::AlterTopicConfigs {
+                topic: name.to_string(),
+                configs: changes,
+            })
+            .await?;
         Ok(())
     }
 
@@ -638,55 +645,59 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
+    /// Tests run on their own thread, which has entered the runtime.
+    fn wait<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Handle::current().block_on(f)
+    }
+
     #[test]
     fn topics_are_created_grown_and_deleted_but_internal_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig::dev("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         let cluster = crate::cluster::testing::SingleNode::start(config.clone());
         let rm = cluster.replicas.clone();
-        let t = rm
-            .create_topic("orders", 2, 1, BTreeMap::new(), false)
-            .unwrap();
+        let t = wait(rm.create_topic("orders", 2, 1, BTreeMap::new(), false)).unwrap();
         assert_eq!(t.partitions, 2);
         assert!(dir.path().join("orders-1").is_dir());
         assert!(matches!(
-            rm.create_topic("orders", 1, 1, BTreeMap::new(), false),
+            wait(rm.create_topic("orders", 1, 1, BTreeMap::new(), false)),
             Err(TopicError::TopicAlreadyExists(_))
         ));
         assert!(matches!(
-            rm.create_topic("bad", 0, 1, BTreeMap::new(), false),
+            wait(rm.create_topic("bad", 0, 1, BTreeMap::new(), false)),
             Err(TopicError::InvalidPartitions(_))
         ));
         assert!(matches!(
-            rm.create_topic(
+            wait(rm.create_topic(
                 "bad",
                 MAX_PARTITIONS_PER_TOPIC + 1,
                 1,
                 BTreeMap::new(),
                 false
-            ),
+            )),
             Err(TopicError::InvalidPartitions(_))
         ));
         assert!(matches!(
-            rm.create_topic("bad", 1, 3, BTreeMap::new(), false),
+            wait(rm.create_topic("bad", 1, 3, BTreeMap::new(), false)),
             Err(TopicError::InvalidReplicationFactor(_))
         ));
         assert_eq!(
-            rm.create_partitions("orders", 3, false).unwrap().partitions,
+            wait(rm.create_partitions("orders", 3, false))
+                .unwrap()
+                .partitions,
             3
         );
         assert!(rm.partition("orders", 2).is_some());
         assert!(matches!(
-            rm.create_partitions("orders", 3, false),
+            wait(rm.create_partitions("orders", 3, false)),
             Err(TopicError::InvalidPartitions(_))
         ));
-        rm.create_topic(crate::group::OFFSETS_TOPIC, 1, 1, BTreeMap::new(), false)
-            .unwrap();
+        wait(rm.create_topic(crate::group::OFFSETS_TOPIC, 1, 1, BTreeMap::new(), false)).unwrap();
         assert!(matches!(
-            rm.delete_topic(crate::group::OFFSETS_TOPIC),
+            wait(rm.delete_topic(crate::group::OFFSETS_TOPIC)),
             Err(TopicError::InternalTopic(_))
         ));
-        assert_eq!(rm.delete_topic("orders").unwrap().partitions, 3);
+        assert_eq!(wait(rm.delete_topic("orders")).unwrap().partitions, 3);
         assert!(!dir.path().join("orders-0").exists());
         assert!(rm.partition("orders", 0).is_none());
         drop(rm);

@@ -312,6 +312,7 @@ const OFFSET_EXPIRY_CHECK: Duration = Duration::from_secs(5);
 async fn tick_groups(groups: Arc<GroupCoordinator>, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let mut last_expiry = Instant::now();
+    let mut expiring: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -321,14 +322,17 @@ async fn tick_groups(groups: Arc<GroupCoordinator>, mut shutdown: watch::Receive
         if expire {
             last_expiry = Instant::now();
         }
-        let groups = groups.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            groups.tick();
-            if expire {
-                groups.expire_offsets(crate::replica_manager::now_ms());
-            }
-        })
-        .await;
+        groups.tick().await;
+        // Expiry waits for the ISR: it runs apart, so sessions keep being checked, and
+        // never twice at once.
+        if expire && expiring.as_ref().is_none_or(|e| e.is_finished()) {
+            let groups = groups.clone();
+            expiring = Some(tokio::spawn(async move {
+                groups
+                    .expire_offsets(crate::replica_manager::now_ms())
+                    .await;
+            }));
+        }
     }
 }
 

@@ -116,12 +116,6 @@ impl ClusterNode {
         into_result(proposed.result)
     }
 
-    /// `propose` for handlers that run where blocking is allowed (`block_in_place` or
-    /// the blocking pool).
-    pub fn propose_blocking(&self, command: Command) -> Result<CommandResult, ClusterError> {
-        tokio::runtime::Handle::current().block_on(self.propose(command))
-    }
-
     /// Commits a change without waiting for this node's partitions (registration,
     /// controller decisions): returns the result and the log index.
     pub async fn propose_committed(

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use super::node::ClusterNode;
 use super::{Command, CommandResult};
 use crate::producer_state::{ProducerIdBlock, ProducerIdBlockSource, ProducerIdError};
@@ -18,24 +20,27 @@ impl QuorumBlockSource {
 }
 
 impl ProducerIdBlockSource for QuorumBlockSource {
-    /// Called from InitProducerId, which runs where blocking is allowed.
-    fn next_block(&self) -> Result<ProducerIdBlock, ProducerIdError> {
+    /// Awaits the quorum (Kafka's AllocateProducerIds); InitProducerId waits with it.
+    fn next_block(&self) -> BoxFuture<'_, Result<ProducerIdBlock, ProducerIdError>> {
         let command = Command::AllocateProducerIds {
             broker_id: self.node.node_id,
             broker_epoch: self.node.broker_epoch(),
         };
-        let node = self.node.clone();
-        let result = tokio::runtime::Handle::current()
-            .block_on(async move { node.propose_committed(command).await })
-            .map_err(|e| ProducerIdError::Unavailable(e.to_string()))?;
-        match result.0 {
-            CommandResult::ProducerIds { first, count } => Ok(ProducerIdBlock {
-                first,
-                size: count as i64,
-            }),
-            other => Err(ProducerIdError::Unavailable(format!(
-                "unexpected answer {other:?}"
-            ))),
-        }
+        Box::pin(async move {
+            let (result, _) = self
+                .node
+                .propose_committed(command)
+                .await
+                .map_err(|e| ProducerIdError::Unavailable(e.to_string()))?;
+            match result {
+                CommandResult::ProducerIds { first, count } => Ok(ProducerIdBlock {
+                    first,
+                    size: count as i64,
+                }),
+                other => Err(ProducerIdError::Unavailable(format!(
+                    "unexpected answer {other:?}"
+                ))),
+            }
+        })
     }
 }

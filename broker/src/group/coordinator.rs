@@ -7,12 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Mutex, MutexGuard};
 
 use super::membership::{Group, GroupConfig, GroupState, JoinRequest, JoinResponse, SyncResponse};
 use super::records::{self, OffsetCommitValue, RecordKey};
@@ -20,37 +19,113 @@ use crate::log::batch::{batches, build_batch, NewRecord};
 use crate::partition::{AckStatus, Partition, PartitionError, Role};
 use crate::replica_manager::{now_ms, ReplicaManager, TopicError, Transition};
 
-/// How long an offset commit waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
-const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a write to `__consumer_offsets` waits for the ISR (Kafka's
+/// `offsets.commit.timeout.ms`).
+const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Blocks (the caller is in `block_in_place`) until the ISR has everything below
-/// `required`, or fails as a produce with acks=all would.
-fn wait_for_isr(partition: &Partition, required: i64) -> Result<(), PartitionError> {
-    let epoch = partition.leader_epoch();
-    let deadline = tokio::time::Instant::now() + OFFSETS_COMMIT_TIMEOUT;
-    let status = tokio::runtime::Handle::current()
-        .block_on(partition.wait_for_ack(required, epoch, deadline));
-    match status {
-        AckStatus::Done => Ok(()),
-        AckStatus::NotLeader => Err(PartitionError::NotLeader {
-            topic: partition.topic.clone(),
-            partition: partition.index,
-        }),
-        AckStatus::NotEnoughReplicasAfterAppend { isr, min_isr } => {
-            Err(PartitionError::NotEnoughReplicasAfterAppend {
-                topic: partition.topic.clone(),
-                partition: partition.index,
-                isr,
-                min_isr,
-            })
-        }
-        AckStatus::Pending => Err(PartitionError::NotEnoughReplicas {
-            topic: partition.topic.clone(),
-            partition: partition.index,
-            isr: partition.isr_size(),
-            min_isr: 0,
-        }),
+/// The groups of one `__consumer_offsets` partition: Kafka's coordinator shard. Its
+/// lock covers checking a request against the groups and appending the records that
+/// result, so the log holds them in the order they were decided. It is never held
+/// while an append waits for the ISR: other groups, and other requests of the same
+/// group, are served meanwhile.
+#[derive(Default)]
+struct Shard {
+    /// The partition's leader epoch its groups were loaded in; `None` while it is led
+    /// elsewhere or still loading.
+    loaded_epoch: Option<i32>,
+    groups: HashMap<String, Group>,
+    /// The log offset of the record behind each committed offset or its deletion, by
+    /// (group, topic, partition), as Kafka's `CommitRecordMetadataAndOffset`:
+    /// acknowledgements complete in any order, and only the newest record decides what
+    /// OffsetFetch sees.
+    offset_records: HashMap<(String, String, i32), i64>,
+}
+
+impl Shard {
+    fn group_or_new(&mut self, group_id: &str, config: &GroupConfig) -> &mut Group {
+        self.groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id.to_string(), config))
     }
+
+    /// Makes the commit (or deletion, `None`) written at `record_offset` visible,
+    /// unless a newer record for the same partition already is.
+    fn apply_offset(
+        &mut self,
+        group_id: &str,
+        tp: (String, i32),
+        value: Option<OffsetCommitValue>,
+        record_offset: i64,
+        config: &GroupConfig,
+    ) {
+        let key = (group_id.to_string(), tp.0.clone(), tp.1);
+        if self
+            .offset_records
+            .get(&key)
+            .is_some_and(|newest| *newest >= record_offset)
+        {
+            return;
+        }
+        self.offset_records.insert(key, record_offset);
+        match value {
+            Some(v) => {
+                self.group_or_new(group_id, config).offsets.insert(tp, v);
+            }
+            None => {
+                if let Some(g) = self.groups.get_mut(group_id) {
+                    g.offsets.remove(&tp);
+                }
+            }
+        }
+    }
+}
+
+/// Records appended to a coordinator partition as leader, not yet acknowledged by the
+/// ISR. Awaiting them takes no lock.
+struct Appended {
+    partition: Arc<Partition>,
+    /// The leader epoch the records were appended in.
+    leader_epoch: i32,
+    base_offset: i64,
+    /// One past the last offset appended.
+    required: i64,
+}
+
+impl Appended {
+    /// Waits, with no lock held, until the ISR has the records, or fails as Kafka's
+    /// coordinator answers a failed write: a timeout or too small an ISR is
+    /// COORDINATOR_NOT_AVAILABLE, lost leadership NOT_COORDINATOR.
+    async fn acknowledged(&self) -> Result<(), ResponseError> {
+        let deadline = tokio::time::Instant::now() + OFFSETS_COMMIT_TIMEOUT;
+        let status = self
+            .partition
+            .wait_for_ack(self.required, self.leader_epoch, deadline)
+            .await;
+        let error = match status {
+            AckStatus::Done => return Ok(()),
+            AckStatus::NotLeader => ResponseError::NotCoordinator,
+            AckStatus::NotEnoughReplicasAfterAppend { .. } | AckStatus::Pending => {
+                ResponseError::CoordinatorNotAvailable
+            }
+        };
+        tracing::warn!(
+            partition = self.partition.index,
+            offset = self.base_offset,
+            ?status,
+            "a write to {OFFSETS_TOPIC} was not acknowledged by the ISR"
+        );
+        Err(error)
+    }
+}
+
+/// Waits for group metadata written by a background step (session expiry), only to
+/// log a failure: nobody waits for the answer.
+fn log_unacknowledged(appended: Appended, group_id: String) {
+    tokio::spawn(async move {
+        if let Err(e) = appended.acknowledged().await {
+            tracing::error!(group = %group_id, error = ?e, "group metadata not replicated");
+        }
+    });
 }
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -87,9 +162,8 @@ pub struct GroupCoordinator {
     config: GroupConfig,
     /// `offsets.topic.num.partitions`
     num_partitions: i32,
-    groups: Mutex<HashMap<String, Group>>,
-    /// `__consumer_offsets` partitions led here whose groups are loaded.
-    loaded: Mutex<std::collections::HashSet<i32>>,
+    /// One per `__consumer_offsets` partition, indexed by partition.
+    shards: Vec<Mutex<Shard>>,
 }
 
 impl GroupCoordinator {
@@ -98,8 +172,9 @@ impl GroupCoordinator {
             replicas,
             config,
             num_partitions,
-            groups: Mutex::new(HashMap::new()),
-            loaded: Mutex::new(std::collections::HashSet::new()),
+            shards: (0..num_partitions.max(1))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
         }
     }
 
@@ -112,12 +187,12 @@ impl GroupCoordinator {
         }
         // Kafka's Utils.abs: |h|, and 0 for i32::MIN (whose |h| does not exist).
         let abs = if h == i32::MIN { 0 } else { h.abs() };
-        abs % self.num_partitions
+        abs % self.num_partitions.max(1)
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet (Kafka does so on the
     /// first FindCoordinator).
-    pub fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
+    pub async fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
         if self.replicas.topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
@@ -141,32 +216,52 @@ impl GroupCoordinator {
         match self
             .replicas
             .create_topic(OFFSETS_TOPIC, self.num_partitions, rf, configs, false)
+            .await
         {
             Ok(_) | Err(TopicError::TopicAlreadyExists(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// The `__consumer_offsets` partition of a group, if this broker leads it.
-    fn coordinator_partition(&self, group_id: &str) -> Result<Arc<Partition>, ResponseError> {
+    fn shard_of(&self, partition: i32) -> &Mutex<Shard> {
+        // `partition_for` keeps partitions below `num_partitions`, the shard count.
+        &self.shards[partition.clamp(0, self.shards.len() as i32 - 1) as usize]
+    }
+
+    /// Whether this broker coordinates the groups of `shard`'s partition now: it
+    /// leads the partition, in the epoch its groups were loaded in.
+    fn check_coordinator(
+        &self,
+        shard: &Shard,
+        partition: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
         let partition = self
             .replicas
-            .partition(OFFSETS_TOPIC, self.partition_for(group_id))
+            .partition(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
         match partition.role() {
+            Role::Leader if shard.loaded_epoch == Some(partition.leader_epoch()) => Ok(partition),
             // Led here, but its groups are still being read from the log: answering
             // from empty state would hand consumers "no committed offset".
-            Role::Leader if !self.loaded.lock().contains(&partition.index) => {
-                Err(ResponseError::CoordinatorLoadInProgress)
-            }
-            Role::Leader => Ok(partition),
+            Role::Leader => Err(ResponseError::CoordinatorLoadInProgress),
             Role::Follower => Err(ResponseError::NotCoordinator),
         }
     }
 
+    /// The shard of a group, locked, and its partition, if this broker coordinates it.
+    async fn coordinator_shard(
+        &self,
+        group_id: &str,
+    ) -> Result<(MutexGuard<'_, Shard>, Arc<Partition>), ResponseError> {
+        let p = self.partition_for(group_id);
+        let shard = self.shard_of(p).lock().await;
+        let partition = self.check_coordinator(&shard, p)?;
+        Ok((shard, partition))
+    }
+
     /// FindCoordinator: the broker leading the group's partition (any broker answers).
-    pub fn find_coordinator(&self, group_id: &str) -> Result<i32, ResponseError> {
-        self.ensure_offsets_topic().map_err(|e| {
+    pub async fn find_coordinator(&self, group_id: &str) -> Result<i32, ResponseError> {
+        self.ensure_offsets_topic().await.map_err(|e| {
             tracing::warn!(error = %e, "cannot create {OFFSETS_TOPIC}");
             ResponseError::CoordinatorNotAvailable
         })?;
@@ -178,75 +273,79 @@ impl GroupCoordinator {
     }
 
     /// Leadership of `__consumer_offsets` partitions moved: load the groups of the
-    /// partitions led here now, drop those of partitions led elsewhere.
+    /// partitions led here now, drop those of partitions led elsewhere. Runs where
+    /// blocking is allowed (it reads the log); requests for a partition being loaded
+    /// are answered COORDINATOR_LOAD_IN_PROGRESS meanwhile, not held.
     pub fn on_transitions(&self, transitions: &[Transition]) {
         for t in transitions.iter().filter(|t| t.topic == OFFSETS_TOPIC) {
-            self.loaded.lock().remove(&t.partition);
-            self.unload_partition(t.partition);
-            if t.leader {
-                match self.load_partition(t.partition) {
-                    Ok(n) => {
-                        self.loaded.lock().insert(t.partition);
-                        tracing::info!(partition = t.partition, records = n, "loaded groups")
-                    }
-                    Err(e) => {
-                        tracing::error!(partition = t.partition, error = %e, "cannot load groups")
-                    }
+            let lock = self.shard_of(t.partition);
+            *lock.blocking_lock() = Shard::default();
+            if !t.leader {
+                continue;
+            }
+            let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, t.partition) else {
+                continue;
+            };
+            let epoch = partition.leader_epoch();
+            match self.load_partition(&partition) {
+                Ok((mut shard, n)) => {
+                    shard.loaded_epoch = Some(epoch);
+                    *lock.blocking_lock() = shard;
+                    tracing::info!(partition = t.partition, records = n, "loaded groups")
+                }
+                Err(e) => {
+                    tracing::error!(partition = t.partition, error = %e, "cannot load groups")
                 }
             }
         }
-    }
-
-    fn unload_partition(&self, partition: i32) {
-        self.groups
-            .lock()
-            .retain(|id, _| self.partition_for(id) != partition);
     }
 
     /// Rebuilds the groups and committed offsets of one `__consumer_offsets` partition,
     /// to its log end: a new leader holds every commit the old one acknowledged.
-    fn load_partition(&self, p: i32) -> Result<usize, PartitionError> {
+    fn load_partition(&self, partition: &Partition) -> Result<(Shard, usize), PartitionError> {
+        let mut shard = Shard::default();
         let mut loaded = 0;
-        {
-            let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, p) else {
-                return Ok(0);
+        let mut offset = partition.log_start_offset();
+        let end = partition.log_end_offset();
+        while offset < end {
+            let Some(slice) = partition.read_to_end(offset, 4 * 1024 * 1024)? else {
+                break;
             };
-            let mut offset = partition.log_start_offset();
-            let end = partition.log_end_offset();
-            while offset < end {
-                let Some(slice) = partition.read_to_end(offset, 4 * 1024 * 1024)? else {
-                    break;
+            let bytes = slice.to_vec()?;
+            let mut next = offset;
+            for batch in batches(&bytes) {
+                let (_, batch) = batch?;
+                next = batch.last_offset() + 1;
+                let Some(records) = batch.records() else {
+                    tracing::warn!(
+                        partition = partition.index,
+                        "skipping a compressed batch in {OFFSETS_TOPIC}"
+                    );
+                    continue;
                 };
-                let bytes = slice.to_vec()?;
-                let mut next = offset;
-                for batch in batches(&bytes) {
-                    let (_, batch) = batch?;
-                    next = batch.last_offset() + 1;
-                    let Some(records) = batch.records() else {
-                        tracing::warn!(
-                            partition = p,
-                            "skipping a compressed batch in {OFFSETS_TOPIC}"
-                        );
-                        continue;
-                    };
-                    for record in records {
-                        let record = record?;
-                        if self.apply_record(record.key, record.value) {
-                            loaded += 1;
-                        }
+                for record in records {
+                    let record = record?;
+                    if self.apply_record(&mut shard, record.offset, record.key, record.value) {
+                        loaded += 1;
                     }
                 }
-                if next <= offset {
-                    break;
-                }
-                offset = next;
             }
+            if next <= offset {
+                break;
+            }
+            offset = next;
         }
-        Ok(loaded)
+        Ok((shard, loaded))
     }
 
-    /// Applies one `__consumer_offsets` record to the in-memory state.
-    fn apply_record(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> bool {
+    /// Applies one `__consumer_offsets` record, written at `offset`, to a shard.
+    fn apply_record(
+        &self,
+        shard: &mut Shard,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> bool {
         let Some(key) = key.map(records::decode_key) else {
             return false;
         };
@@ -257,39 +356,29 @@ impl GroupCoordinator {
                 return false;
             }
         };
-        let mut groups = self.groups.lock();
-        let now = Instant::now();
         match key {
             RecordKey::OffsetCommit {
                 group,
                 topic,
                 partition,
-            } => {
-                let g = groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(group, &self.config));
-                match value.map(records::decode_offset_commit) {
-                    Some(Ok(v)) => {
-                        g.offsets.insert((topic, partition), v);
-                    }
-                    None => {
-                        g.offsets.remove(&(topic, partition));
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "skipping an offset commit");
-                        return false;
-                    }
+            } => match value.map(records::decode_offset_commit) {
+                Some(Ok(v)) => {
+                    shard.apply_offset(&group, (topic, partition), Some(v), offset, &self.config)
                 }
-            }
+                None => shard.apply_offset(&group, (topic, partition), None, offset, &self.config),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "skipping an offset commit");
+                    return false;
+                }
+            },
             RecordKey::GroupMetadata { group } => match value.map(records::decode_group_metadata) {
                 Some(Ok(v)) => {
-                    groups
-                        .entry(group.clone())
-                        .or_insert_with(|| Group::new(group, &self.config))
-                        .restore(v, now);
+                    shard
+                        .group_or_new(&group, &self.config)
+                        .restore(v, Instant::now());
                 }
                 None => {
-                    groups.remove(&group);
+                    shard.groups.remove(&group);
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "skipping group metadata");
@@ -300,14 +389,17 @@ impl GroupCoordinator {
         true
     }
 
-    /// Appends records to the group's partition, waiting for acks=all.
-    fn persist(
+    /// Appends records to the group's partition as leader. The caller holds the
+    /// shard's lock, so records land in the order the shard decided them; it awaits
+    /// the acknowledgement after releasing it. `Ok(None)` when there is nothing to
+    /// write.
+    fn append(
         &self,
-        partition: &Partition,
+        partition: &Arc<Partition>,
         entries: &[(Bytes, Option<Bytes>)],
-    ) -> Result<(), ResponseError> {
+    ) -> Result<Option<Appended>, ResponseError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let now = now_ms();
         let records: Vec<NewRecord<'_>> = entries
@@ -319,38 +411,55 @@ impl GroupCoordinator {
             })
             .collect();
         let mut buf = BytesMut::from(&build_batch(&records)[..]);
-        // SyncGroup reaches this from an async handler; the other callers already run
-        // inside `block_in_place`, where a nested call costs nothing.
-        tokio::task::block_in_place(|| {
-            let info = partition.append_as_leader(&mut buf, -1, now)?;
-            // Like a produce with acks=all: the commit is answered once the ISR has it,
-            // so a new coordinator after failover still has it.
-            wait_for_isr(partition, info.last_offset + 1)
-        })
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot write to {OFFSETS_TOPIC}");
-            match e {
-                PartitionError::NotLeader { .. } => ResponseError::NotCoordinator,
-                PartitionError::NotEnoughReplicas { .. }
-                | PartitionError::NotEnoughReplicasAfterAppend { .. } => {
-                    ResponseError::CoordinatorNotAvailable
-                }
-                PartitionError::Log(crate::log::LogError::MessageTooLarge { .. }) => {
-                    ResponseError::InvalidCommitOffsetSize
-                }
-                _ => ResponseError::UnknownServerError,
+        let leader_epoch = partition.leader_epoch();
+        // The append may fsync: it runs where blocking is allowed. It never waits for
+        // the ISR here.
+        let appended =
+            tokio::task::block_in_place(|| partition.append_as_leader(&mut buf, -1, now));
+        match appended {
+            Ok(info) => Ok(Some(Appended {
+                partition: partition.clone(),
+                leader_epoch,
+                base_offset: info.base_offset,
+                required: info.last_offset + 1,
+            })),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write to {OFFSETS_TOPIC}");
+                // Kafka's coordinator maps append errors so.
+                Err(match e {
+                    PartitionError::NotLeader { .. } => ResponseError::NotCoordinator,
+                    PartitionError::NotEnoughReplicas { .. }
+                    | PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+                        ResponseError::CoordinatorNotAvailable
+                    }
+                    PartitionError::Log(crate::log::LogError::MessageTooLarge { .. }) => {
+                        ResponseError::InvalidCommitOffsetSize
+                    }
+                    _ => ResponseError::UnknownServerError,
+                })
             }
-        })
+        }
     }
 
-    fn persist_group(&self, partition: &Partition, group: &Group) {
+    /// Appends a group's metadata (its members and assignment) under the shard lock.
+    fn append_group(&self, partition: &Arc<Partition>, group: &Group) -> Option<Appended> {
         let key = records::encode_key(&RecordKey::GroupMetadata {
             group: group.id.clone(),
         });
         let value = records::encode_group_metadata(&group.to_metadata_value(now_ms()));
-        if let Err(e) = self.persist(partition, &[(key, Some(value))]) {
-            tracing::error!(group = %group.id, error = ?e, "group metadata not persisted");
+        match self.append(partition, &[(key, Some(value))]) {
+            Ok(appended) => appended,
+            Err(e) => {
+                tracing::error!(group = %group.id, error = ?e, "group metadata not persisted");
+                None
+            }
         }
+    }
+
+    /// After an acknowledged write: whether the shard still belongs to the leadership
+    /// the write was made in (else the groups were reloaded from the log, or dropped).
+    fn same_leadership(shard: &Shard, appended: &Appended) -> bool {
+        shard.loaded_epoch == Some(appended.leader_epoch)
     }
 
     pub async fn join(&self, group_id: &str, request: JoinRequest) -> JoinResponse {
@@ -358,16 +467,18 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return join_error(ResponseError::InvalidGroupId, &member_id);
         }
-        if let Err(e) = self.coordinator_partition(group_id) {
-            return join_error(e, &member_id);
-        }
         let (tx, rx) = oneshot::channel();
         {
-            let mut groups = self.groups.lock();
-            let group = groups
-                .entry(group_id.to_string())
-                .or_insert_with(|| Group::new(group_id.to_string(), &self.config));
-            group.join(request, tx, Instant::now(), &self.config);
+            let mut shard = match self.coordinator_shard(group_id).await {
+                Ok((shard, _)) => shard,
+                Err(e) => return join_error(e, &member_id),
+            };
+            shard.group_or_new(group_id, &self.config).join(
+                request,
+                tx,
+                Instant::now(),
+                &self.config,
+            );
         }
         rx.await
             .unwrap_or_else(|_| join_error(ResponseError::UnknownServerError, &member_id))
@@ -381,14 +492,13 @@ impl GroupCoordinator {
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResponse {
-        let partition = match self.coordinator_partition(group_id) {
-            Ok(p) => p,
-            Err(e) => return sync_error(e),
-        };
         let (tx, rx) = oneshot::channel();
-        {
-            let mut groups = self.groups.lock();
-            let Some(group) = groups.get_mut(group_id) else {
+        let appended = {
+            let (mut shard, partition) = match self.coordinator_shard(group_id).await {
+                Ok(found) => found,
+                Err(e) => return sync_error(e),
+            };
+            let Some(group) = shard.groups.get_mut(group_id) else {
                 return sync_error(ResponseError::UnknownMemberId);
             };
             if group.sync(
@@ -399,58 +509,76 @@ impl GroupCoordinator {
                 tx,
                 Instant::now(),
             ) {
-                self.persist_group(&partition, group);
+                self.append_group(&partition, group)
+            } else {
+                None
+            }
+        };
+        // The leader's answer follows the write of the assignment, as before; a failed
+        // write is logged, the assignment stays in force in memory.
+        if let Some(appended) = appended {
+            if let Err(e) = appended.acknowledged().await {
+                tracing::error!(group = %group_id, error = ?e, "group metadata not replicated");
             }
         }
         rx.await
             .unwrap_or_else(|_| sync_error(ResponseError::UnknownServerError))
     }
 
-    pub fn heartbeat(
+    pub async fn heartbeat(
         &self,
         group_id: &str,
         member_id: &str,
         group_instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), ResponseError> {
-        self.coordinator_partition(group_id)?;
-        let mut groups = self.groups.lock();
-        let group = groups
+        let (mut shard, _) = self.coordinator_shard(group_id).await?;
+        let group = shard
+            .groups
             .get_mut(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
         group.heartbeat(member_id, group_instance_id, generation, Instant::now())
     }
 
     /// LeaveGroup for several members; the outer error is for the whole request.
-    pub fn leave(
+    pub async fn leave(
         &self,
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
-        let partition = self.coordinator_partition(group_id)?;
-        let mut groups = self.groups.lock();
-        let group = groups
-            .get_mut(group_id)
-            .ok_or(ResponseError::UnknownMemberId)?;
-        let now = Instant::now();
-        let mut became_empty = false;
-        let results = members
-            .iter()
-            .map(|(id, instance)| {
-                group.leave(id, instance.as_deref(), now).map(|empty| {
-                    became_empty |= empty;
+        let (results, appended) = {
+            let (mut shard, partition) = self.coordinator_shard(group_id).await?;
+            let group = shard
+                .groups
+                .get_mut(group_id)
+                .ok_or(ResponseError::UnknownMemberId)?;
+            let now = Instant::now();
+            let mut became_empty = false;
+            let results = members
+                .iter()
+                .map(|(id, instance)| {
+                    group.leave(id, instance.as_deref(), now).map(|empty| {
+                        became_empty |= empty;
+                    })
                 })
-            })
-            .collect();
-        if became_empty {
-            self.persist_group(&partition, group);
+                .collect();
+            let appended = became_empty
+                .then(|| self.append_group(&partition, group))
+                .flatten();
+            (results, appended)
+        };
+        if let Some(appended) = appended {
+            if let Err(e) = appended.acknowledged().await {
+                tracing::error!(group = %group_id, error = ?e, "group metadata not replicated");
+            }
         }
         Ok(results)
     }
 
-    /// OffsetCommit: validated against the group, written to `__consumer_offsets`, and
-    /// visible to OffsetFetch only once written.
-    pub fn commit_offsets(
+    /// OffsetCommit: validated against the group and appended to `__consumer_offsets`
+    /// under the shard's lock, then acknowledged by the ISR with no lock held, and
+    /// visible to OffsetFetch only once acknowledged.
+    pub async fn commit_offsets(
         &self,
         group_id: &str,
         member_id: &str,
@@ -461,70 +589,79 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
-        let partition = self.coordinator_partition(group_id)?;
-        let mut groups = self.groups.lock();
-        let group = match groups.get_mut(group_id) {
-            Some(g) => g,
-            None if generation < 0 => groups
-                .entry(group_id.to_string())
-                .or_insert_with(|| Group::new(group_id.to_string(), &self.config)),
-            None => return Err(ResponseError::IllegalGeneration),
-        };
-        group.validate_commit(member_id, group_instance_id, generation)?;
-        let now = now_ms();
         let mut results = Vec::with_capacity(commits.len());
-        let mut entries = Vec::new();
         let mut accepted = Vec::new();
-        for c in commits {
-            let metadata = c.metadata.unwrap_or_default();
-            if metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                results.push(Err(ResponseError::OffsetMetadataTooLarge));
-                continue;
+        let appended = {
+            let (mut shard, partition) = self.coordinator_shard(group_id).await?;
+            if !shard.groups.contains_key(group_id) && generation >= 0 {
+                return Err(ResponseError::IllegalGeneration);
             }
-            if self.replicas.partition(&c.topic, c.partition).is_none() {
-                results.push(Err(ResponseError::UnknownTopicOrPartition));
-                continue;
+            let group = shard.group_or_new(group_id, &self.config);
+            group.validate_commit(member_id, group_instance_id, generation)?;
+            let now = now_ms();
+            let mut entries = Vec::new();
+            for c in commits {
+                let metadata = c.metadata.unwrap_or_default();
+                if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                    results.push(Err(ResponseError::OffsetMetadataTooLarge));
+                    continue;
+                }
+                if self.replicas.partition(&c.topic, c.partition).is_none() {
+                    results.push(Err(ResponseError::UnknownTopicOrPartition));
+                    continue;
+                }
+                let value = OffsetCommitValue {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                };
+                let key = RecordKey::OffsetCommit {
+                    group: group_id.to_string(),
+                    topic: c.topic.clone(),
+                    partition: c.partition,
+                };
+                entries.push((
+                    records::encode_key(&key),
+                    Some(records::encode_offset_commit(&value)),
+                ));
+                accepted.push((results.len(), (c.topic, c.partition), value));
+                results.push(Ok(()));
             }
-            let value = OffsetCommitValue {
-                offset: c.offset,
-                leader_epoch: c.leader_epoch,
-                metadata,
-                commit_timestamp: now,
-            };
-            let key = RecordKey::OffsetCommit {
-                group: group_id.to_string(),
-                topic: c.topic.clone(),
-                partition: c.partition,
-            };
-            entries.push((
-                records::encode_key(&key),
-                Some(records::encode_offset_commit(&value)),
-            ));
-            accepted.push((results.len(), (c.topic, c.partition), value));
-            results.push(Ok(()));
-        }
-        if let Err(e) = self.persist(&partition, &entries) {
-            for (i, _, _) in &accepted {
-                results[*i] = Err(e);
+            self.append(&partition, &entries)
+        };
+        let acknowledged = match appended {
+            Ok(None) => return Ok(results),
+            Ok(Some(appended)) => appended.acknowledged().await.map(|()| appended),
+            Err(e) => Err(e),
+        };
+        let appended = match acknowledged {
+            Ok(appended) => appended,
+            Err(e) => {
+                for (i, _, _) in &accepted {
+                    results[*i] = Err(e);
+                }
+                return Ok(results);
             }
-            return Ok(results);
-        }
-        for (_, tp, value) in accepted {
-            group.offsets.insert(tp, value);
+        };
+        let mut shard = self.shard_of(appended.partition.index).lock().await;
+        if Self::same_leadership(&shard, &appended) {
+            for (record, (_, tp, value)) in (appended.base_offset..).zip(accepted) {
+                shard.apply_offset(group_id, tp, Some(value), record, &self.config);
+            }
         }
         Ok(results)
     }
 
     /// OffsetFetch: committed offsets of the given partitions, or of all when `None`.
     #[allow(clippy::type_complexity)]
-    pub fn fetch_offsets(
+    pub async fn fetch_offsets(
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<Vec<(String, Vec<(i32, Option<OffsetCommitValue>)>)>, ResponseError> {
-        self.coordinator_partition(group_id)?;
-        let groups = self.groups.lock();
-        let offsets = groups.get(group_id).map(|g| &g.offsets);
+        let (shard, _) = self.coordinator_shard(group_id).await?;
+        let offsets = shard.groups.get(group_id).map(|g| &g.offsets);
         Ok(match topics {
             Some(topics) => topics
                 .into_iter()
@@ -554,27 +691,31 @@ impl GroupCoordinator {
     }
 
     /// (group id, protocol type, state) of every group this broker coordinates.
-    pub fn list_groups(&self) -> Vec<(String, String, &'static str)> {
-        let groups = self.groups.lock();
-        let mut out: Vec<_> = groups
-            .values()
-            .filter(|g| self.coordinator_partition(&g.id).is_ok())
-            .map(|g| {
+    pub async fn list_groups(&self) -> Vec<(String, String, &'static str)> {
+        let mut out = Vec::new();
+        for (p, lock) in self.shards.iter().enumerate() {
+            let shard = lock.lock().await;
+            if self.check_coordinator(&shard, p as i32).is_err() {
+                continue;
+            }
+            out.extend(shard.groups.values().map(|g| {
                 (
                     g.id.clone(),
                     g.protocol_type.clone().unwrap_or_default(),
                     g.state.name(),
                 )
-            })
-            .collect();
+            }));
+        }
         out.sort();
         out
     }
 
-    pub fn describe_group(&self, group_id: &str) -> Result<Option<DescribedGroup>, ResponseError> {
-        self.coordinator_partition(group_id)?;
-        let groups = self.groups.lock();
-        let Some(g) = groups.get(group_id) else {
+    pub async fn describe_group(
+        &self,
+        group_id: &str,
+    ) -> Result<Option<DescribedGroup>, ResponseError> {
+        let (shard, _) = self.coordinator_shard(group_id).await?;
+        let Some(g) = shard.groups.get(group_id) else {
             return Ok(None);
         };
         let protocol = g.protocol.clone().unwrap_or_default();
@@ -609,84 +750,117 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups: only groups without members; tombstones for their offsets and
-    /// metadata are written before the group is forgotten.
-    pub fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
-        let partition = self.coordinator_partition(group_id)?;
-        let mut groups = self.groups.lock();
-        let group = groups.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;
-        if !group.is_empty() {
-            return Err(ResponseError::NonEmptyGroup);
-        }
-        let mut entries: Vec<(Bytes, Option<Bytes>)> = group
-            .offsets
-            .keys()
-            .map(|(topic, p)| {
-                let key = RecordKey::OffsetCommit {
+    /// metadata are acknowledged before the group is forgotten.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        let (appended, offsets) = {
+            let (shard, partition) = self.coordinator_shard(group_id).await?;
+            let group = shard
+                .groups
+                .get(group_id)
+                .ok_or(ResponseError::GroupIdNotFound)?;
+            if !group.is_empty() {
+                return Err(ResponseError::NonEmptyGroup);
+            }
+            let offsets: Vec<(String, i32)> = group.offsets.keys().cloned().collect();
+            let mut entries: Vec<(Bytes, Option<Bytes>)> = offsets
+                .iter()
+                .map(|(topic, p)| {
+                    let key = RecordKey::OffsetCommit {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *p,
+                    };
+                    (records::encode_key(&key), None)
+                })
+                .collect();
+            entries.push((
+                records::encode_key(&RecordKey::GroupMetadata {
                     group: group_id.to_string(),
-                    topic: topic.clone(),
-                    partition: *p,
-                };
-                (records::encode_key(&key), None)
-            })
-            .collect();
-        entries.push((
-            records::encode_key(&RecordKey::GroupMetadata {
-                group: group_id.to_string(),
-            }),
-            None,
-        ));
-        self.persist(&partition, &entries)?;
-        groups.remove(group_id);
+                }),
+                None,
+            ));
+            (self.append(&partition, &entries)?, offsets)
+        };
+        let Some(appended) = appended else {
+            return Ok(());
+        };
+        appended.acknowledged().await?;
+        let mut shard = self.shard_of(appended.partition.index).lock().await;
+        if Self::same_leadership(&shard, &appended) {
+            for (record, tp) in (appended.base_offset..).zip(offsets) {
+                shard.apply_offset(group_id, tp, None, record, &self.config);
+            }
+            // A member that joined meanwhile keeps the group (its metadata is written
+            // again when it settles).
+            if shard.groups.get(group_id).is_some_and(|g| g.is_empty()) {
+                shard.groups.remove(group_id);
+            }
+        }
         Ok(())
     }
 
     /// OffsetDelete: removes committed offsets of topics the group does not consume.
-    pub fn delete_offsets(
+    pub async fn delete_offsets(
         &self,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
-        let coordinator = self.coordinator_partition(group_id)?;
-        let mut groups = self.groups.lock();
-        let group = groups
-            .get_mut(group_id)
-            .ok_or(ResponseError::GroupIdNotFound)?;
-        let subscribed = group.subscribed_topics();
         let mut results = Vec::with_capacity(partitions.len());
-        let mut entries = Vec::new();
         let mut deleted = Vec::new();
-        for (topic, p) in partitions {
-            if subscribed.contains(topic) {
-                results.push(Err(ResponseError::GroupSubscribedToTopic));
-                continue;
+        let appended = {
+            let (shard, coordinator) = self.coordinator_shard(group_id).await?;
+            let group = shard
+                .groups
+                .get(group_id)
+                .ok_or(ResponseError::GroupIdNotFound)?;
+            let subscribed = group.subscribed_topics();
+            let mut entries = Vec::new();
+            for (topic, p) in partitions {
+                if subscribed.contains(topic) {
+                    results.push(Err(ResponseError::GroupSubscribedToTopic));
+                    continue;
+                }
+                if group.offsets.contains_key(&(topic.clone(), *p)) {
+                    let key = RecordKey::OffsetCommit {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *p,
+                    };
+                    entries.push((records::encode_key(&key), None));
+                    deleted.push((topic.clone(), *p));
+                }
+                results.push(Ok(()));
             }
-            if group.offsets.contains_key(&(topic.clone(), *p)) {
-                let key = RecordKey::OffsetCommit {
-                    group: group_id.to_string(),
-                    topic: topic.clone(),
-                    partition: *p,
-                };
-                entries.push((records::encode_key(&key), None));
-                deleted.push((topic.clone(), *p));
+            self.append(&coordinator, &entries)?
+        };
+        let Some(appended) = appended else {
+            return Ok(results);
+        };
+        appended.acknowledged().await?;
+        let mut shard = self.shard_of(appended.partition.index).lock().await;
+        if Self::same_leadership(&shard, &appended) {
+            for (record, tp) in (appended.base_offset..).zip(deleted) {
+                shard.apply_offset(group_id, tp, None, record, &self.config);
             }
-            results.push(Ok(()));
-        }
-        self.persist(&coordinator, &entries)?;
-        for tp in deleted {
-            group.offsets.remove(&tp);
         }
         Ok(results)
     }
 
-    /// Session expiry and rebalance deadlines; run a few times a second.
-    pub fn tick(&self) {
+    /// Session expiry and rebalance deadlines; run a few times a second. The metadata
+    /// of groups left empty is appended here; its acknowledgement is awaited apart.
+    pub async fn tick(&self) {
         let now = Instant::now();
-        let mut groups = self.groups.lock();
-        for group in groups.values_mut() {
-            let was_empty = group.is_empty();
-            if group.tick(now) && group.is_empty() && !was_empty {
-                if let Ok(partition) = self.coordinator_partition(&group.id) {
-                    self.persist_group(&partition, group);
+        for (p, lock) in self.shards.iter().enumerate() {
+            let mut shard = lock.lock().await;
+            let partition = self.check_coordinator(&shard, p as i32).ok();
+            for group in shard.groups.values_mut() {
+                let was_empty = group.is_empty();
+                if group.tick(now) && group.is_empty() && !was_empty {
+                    if let Some(partition) = &partition {
+                        if let Some(appended) = self.append_group(partition, group) {
+                            log_unacknowledged(appended, group.id.clone());
+                        }
+                    }
                 }
             }
         }
@@ -695,52 +869,72 @@ impl GroupCoordinator {
     /// Deletes expired committed offsets (`offsets.retention.minutes`) with tombstones,
     /// and forgets groups left with neither members nor offsets. Returns how many
     /// offsets were deleted.
-    pub fn expire_offsets(&self, now_ms: i64) -> usize {
-        let mut groups = self.groups.lock();
+    pub async fn expire_offsets(&self, now_ms: i64) -> usize {
         let mut deleted = 0;
-        let mut forgotten = Vec::new();
-        for group in groups.values_mut() {
-            let expired = group.expired_offsets(now_ms, self.config.offsets_retention_ms);
-            if expired.is_empty() {
-                continue;
-            }
-            let Ok(partition) = self.coordinator_partition(&group.id) else {
-                continue;
+        for (p, lock) in self.shards.iter().enumerate() {
+            // (group, expired partitions, forget the group)
+            let mut written = Vec::new();
+            let appended = {
+                let mut shard = lock.lock().await;
+                let Ok(partition) = self.check_coordinator(&shard, p as i32) else {
+                    continue;
+                };
+                let mut entries: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+                for group in shard.groups.values_mut() {
+                    let expired = group.expired_offsets(now_ms, self.config.offsets_retention_ms);
+                    if expired.is_empty() {
+                        continue;
+                    }
+                    entries.extend(expired.iter().map(|(topic, p)| {
+                        let key = RecordKey::OffsetCommit {
+                            group: group.id.clone(),
+                            topic: topic.clone(),
+                            partition: *p,
+                        };
+                        (records::encode_key(&key), None)
+                    }));
+                    let forget = group.offsets.len() == expired.len();
+                    if forget {
+                        entries.push((
+                            records::encode_key(&RecordKey::GroupMetadata {
+                                group: group.id.clone(),
+                            }),
+                            None,
+                        ));
+                    }
+                    written.push((group.id.clone(), expired, forget));
+                }
+                match self.append(&partition, &entries) {
+                    Ok(Some(appended)) => appended,
+                    Ok(None) | Err(_) => continue,
+                }
             };
-            let mut entries: Vec<(Bytes, Option<Bytes>)> = expired
-                .iter()
-                .map(|(topic, p)| {
-                    let key = RecordKey::OffsetCommit {
-                        group: group.id.clone(),
-                        topic: topic.clone(),
-                        partition: *p,
-                    };
-                    (records::encode_key(&key), None)
-                })
-                .collect();
-            let forget = group.offsets.len() == expired.len();
-            if forget {
-                entries.push((
-                    records::encode_key(&RecordKey::GroupMetadata {
-                        group: group.id.clone(),
-                    }),
-                    None,
-                ));
-            }
-            if self.persist(&partition, &entries).is_err() {
+            if appended.acknowledged().await.is_err() {
                 continue;
             }
-            for tp in &expired {
-                group.offsets.remove(tp);
+            let mut shard = lock.lock().await;
+            if !Self::same_leadership(&shard, &appended) {
+                continue;
             }
-            deleted += expired.len();
-            if forget {
-                forgotten.push(group.id.clone());
+            let mut record = appended.base_offset;
+            for (group_id, expired, forget) in written {
+                for tp in expired {
+                    shard.apply_offset(&group_id, tp, None, record, &self.config);
+                    record += 1;
+                    deleted += 1;
+                }
+                if forget {
+                    record += 1;
+                    if shard
+                        .groups
+                        .get(&group_id)
+                        .is_some_and(|g| g.is_empty() && g.offsets.is_empty())
+                    {
+                        tracing::info!(group = %group_id, "group expired: no members and no offsets left");
+                        shard.groups.remove(&group_id);
+                    }
+                }
             }
-        }
-        for id in forgotten {
-            tracing::info!(group = %id, "group expired: no members and no offsets left");
-            groups.remove(&id);
         }
         deleted
     }
@@ -767,22 +961,26 @@ mod tests {
     use super::*;
     use crate::config::BrokerConfig;
 
+    /// Tests run on their own thread, which has entered the runtime.
+    fn wait<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Handle::current().block_on(f)
+    }
+
     fn commit(c: &GroupCoordinator, group: &str, topic: &str, partition: i32, offset: i64) {
-        let results = c
-            .commit_offsets(
-                group,
-                "",
-                None,
-                -1,
-                vec![CommitRequest {
-                    topic: topic.into(),
-                    partition,
-                    offset,
-                    leader_epoch: -1,
-                    metadata: Some(format!("m{offset}")),
-                }],
-            )
-            .unwrap();
+        let results = wait(c.commit_offsets(
+            group,
+            "",
+            None,
+            -1,
+            vec![CommitRequest {
+                topic: topic.into(),
+                partition,
+                offset,
+                leader_epoch: -1,
+                metadata: Some(format!("m{offset}")),
+            }],
+        ))
+        .unwrap();
         assert_eq!(results, vec![Ok(())]);
     }
 
@@ -791,9 +989,8 @@ mod tests {
         group: &str,
         topic: &str,
     ) -> Vec<(i32, Option<(i64, String)>)> {
-        let found = c
-            .fetch_offsets(group, Some(vec![(topic.to_string(), vec![0, 1])]))
-            .unwrap();
+        let found =
+            wait(c.fetch_offsets(group, Some(vec![(topic.to_string(), vec![0, 1])]))).unwrap();
         found[0]
             .1
             .iter()
@@ -813,11 +1010,9 @@ mod tests {
         };
         let cluster = crate::cluster::testing::SingleNode::start(config.clone());
         let replicas = cluster.replicas.clone();
-        replicas
-            .create_topic("t", 2, 1, BTreeMap::new(), false)
-            .unwrap();
+        wait(replicas.create_topic("t", 2, 1, BTreeMap::new(), false)).unwrap();
         let c = GroupCoordinator::new(replicas.clone(), group_config.clone(), 3);
-        assert_eq!(c.find_coordinator("g").unwrap(), 1);
+        assert_eq!(wait(c.find_coordinator("g")).unwrap(), 1);
         let loaded: Vec<Transition> = (0..3)
             .map(|p| Transition {
                 topic: OFFSETS_TOPIC.to_string(),
@@ -827,7 +1022,7 @@ mod tests {
             .collect();
         // Led here but not loaded yet: clients are told to wait.
         assert_eq!(
-            c.fetch_offsets("g", None).err(),
+            wait(c.fetch_offsets("g", None)).err(),
             Some(ResponseError::CoordinatorLoadInProgress)
         );
         c.on_transitions(&loaded);
@@ -839,21 +1034,20 @@ mod tests {
             vec![(0, Some((6, "m6".into()))), (1, Some((7, "m7".into())))]
         );
         // An unknown topic is refused per partition, not for the request.
-        let r = c
-            .commit_offsets(
-                "g",
-                "",
-                None,
-                -1,
-                vec![CommitRequest {
-                    topic: "nope".into(),
-                    partition: 0,
-                    offset: 1,
-                    leader_epoch: -1,
-                    metadata: None,
-                }],
-            )
-            .unwrap();
+        let r = wait(c.commit_offsets(
+            "g",
+            "",
+            None,
+            -1,
+            vec![CommitRequest {
+                topic: "nope".into(),
+                partition: 0,
+                offset: 1,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        ))
+        .unwrap();
         assert_eq!(r, vec![Err(ResponseError::UnknownTopicOrPartition)]);
 
         let reloaded = GroupCoordinator::new(replicas.clone(), group_config.clone(), 3);
@@ -861,11 +1055,11 @@ mod tests {
         assert_eq!(committed(&reloaded, "g", "t"), committed(&c, "g", "t"));
 
         // Not yet old enough, then expired.
-        assert_eq!(reloaded.expire_offsets(now_ms()), 0);
-        assert_eq!(reloaded.expire_offsets(now_ms() + 61_000), 2);
+        assert_eq!(wait(reloaded.expire_offsets(now_ms())), 0);
+        assert_eq!(wait(reloaded.expire_offsets(now_ms() + 61_000)), 2);
         assert_eq!(committed(&reloaded, "g", "t"), vec![(0, None), (1, None)]);
         assert!(
-            reloaded.list_groups().is_empty(),
+            wait(reloaded.list_groups()).is_empty(),
             "a group with nothing left is forgotten"
         );
 
@@ -874,6 +1068,29 @@ mod tests {
         assert_eq!(committed(&again, "g", "t"), vec![(0, None), (1, None)]);
         drop(replicas);
         cluster.stop();
+    }
+
+    /// Acknowledgements complete in any order: an older commit acknowledged last does
+    /// not hide a newer one, nor bring back an offset deleted after it.
+    #[test]
+    fn only_the_newest_offset_record_is_visible() {
+        let config = GroupConfig::default();
+        let value = |offset| OffsetCommitValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+        };
+        let tp = || ("t".to_string(), 0);
+        let mut shard = Shard::default();
+        shard.apply_offset("g", tp(), Some(value(6)), 11, &config);
+        shard.apply_offset("g", tp(), Some(value(5)), 10, &config);
+        assert_eq!(shard.groups["g"].offsets[&tp()].offset, 6);
+        shard.apply_offset("g", tp(), None, 12, &config);
+        shard.apply_offset("g", tp(), Some(value(7)), 9, &config);
+        assert!(shard.groups["g"].offsets.is_empty());
+        shard.apply_offset("g", tp(), Some(value(8)), 13, &config);
+        assert_eq!(shard.groups["g"].offsets[&tp()].offset, 8);
     }
 
     #[test]

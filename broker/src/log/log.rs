@@ -92,6 +92,34 @@ pub struct Log {
     cleaner: CleanerState,
     /// Which leader epoch wrote from which offset, persisted beside the segments.
     epochs: LeaderEpochFileCache,
+    /// When set, an append that reaches `flush.messages` does not sync itself: the
+    /// caller takes the sync (`take_due_sync`) and runs it after releasing its lock
+    /// on the log, so readers never wait for an fsync.
+    sync_outside_lock: bool,
+    /// A sync is due that the caller has not taken yet.
+    sync_due: bool,
+    #[cfg(test)]
+    before_sync: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// An fsync of appended data, to run with no lock on the log held. Syncing the file
+/// syncs every write made to it before, whatever was appended meanwhile.
+#[must_use = "the appended data is not on disk until the sync runs"]
+pub struct PendingSync {
+    file: Arc<File>,
+    #[cfg(test)]
+    before_sync: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl PendingSync {
+    pub fn sync(self) -> Result<(), LogError> {
+        #[cfg(test)]
+        if let Some(hook) = &self.before_sync {
+            hook();
+        }
+        self.file.sync_data()?;
+        Ok(())
+    }
 }
 
 impl Log {
@@ -154,6 +182,10 @@ impl Log {
             recovered_unclean,
             cleaner: CleanerState::load(dir),
             epochs: LeaderEpochFileCache::new(dir),
+            sync_outside_lock: false,
+            sync_due: false,
+            #[cfg(test)]
+            before_sync: None,
         };
         log.load_leader_epochs()?;
         if log.log_start_offset > log.log_end_offset() {
@@ -338,9 +370,40 @@ impl Log {
         self.unflushed_records += record_count;
         self.first_unflushed_ms.get_or_insert(now_ms);
         if self.unflushed_records >= self.config.flush_messages {
-            self.flush()?;
+            if self.sync_outside_lock {
+                self.sync_due = true;
+            } else {
+                self.flush()?;
+            }
         }
         Ok(())
+    }
+
+    /// Appends that reach `flush.messages` leave their sync to the caller
+    /// (`take_due_sync`), to run outside its lock on the log.
+    pub fn set_sync_outside_lock(&mut self) {
+        self.sync_outside_lock = true;
+    }
+
+    /// The sync `flush.messages` made due, if any; counted as done now (a failed sync
+    /// fails the append that runs it, and the next flush syncs the file again).
+    pub fn take_due_sync(&mut self) -> Option<PendingSync> {
+        if !std::mem::take(&mut self.sync_due) {
+            return None;
+        }
+        self.unflushed_records = 0;
+        self.first_unflushed_ms = None;
+        Some(PendingSync {
+            file: self.active.file(),
+            #[cfg(test)]
+            before_sync: self.before_sync.clone(),
+        })
+    }
+
+    /// Runs `hook` at the start of every sync taken with `take_due_sync`.
+    #[cfg(test)]
+    pub fn set_before_sync(&mut self, hook: Arc<dyn Fn() + Send + Sync>) {
+        self.before_sync = Some(hook);
     }
 
     /// Checks batches copied from the leader: framing, magic and CRC of each, and
@@ -724,10 +787,11 @@ impl Log {
 
     /// Syncs the appended data not yet on disk.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        if self.first_unflushed_ms.is_some() {
+        if self.first_unflushed_ms.is_some() || self.sync_due {
             self.active.sync()?;
             self.unflushed_records = 0;
             self.first_unflushed_ms = None;
+            self.sync_due = false;
         }
         Ok(())
     }

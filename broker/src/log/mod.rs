@@ -24,5 +24,5 @@ pub use config::CleanupPolicy;
 pub use config::{LogConfig, TimestampType};
 pub use epoch_cache::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::LogError;
-pub use log::{AppendInfo, FollowerAppendInfo, Log, ReadSlice};
+pub use log::{AppendInfo, FollowerAppendInfo, Log, PendingSync, ReadSlice};
 pub use scan::scan_batch_headers;

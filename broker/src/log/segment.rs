@@ -494,6 +494,11 @@ impl Segment {
         Ok(())
     }
 
+    /// The log file, for a sync run without the log's lock.
+    pub fn file(&self) -> Arc<File> {
+        self.log.clone()
+    }
+
     /// Writes the log file's data to disk.
     pub fn sync(&self) -> Result<(), LogError> {
         self.log.sync_data()?;

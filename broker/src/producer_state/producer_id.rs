@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -38,8 +39,9 @@ pub struct ProducerIdBlock {
 
 /// Whoever owns the id space and hands out disjoint blocks durably: a block returned
 /// once is never returned again, to this broker or another, even after a crash.
+/// Reserving one may wait for the quorum: it is awaited, never blocked on.
 pub trait ProducerIdBlockSource: Send + Sync {
-    fn next_block(&self) -> Result<ProducerIdBlock, ProducerIdError>;
+    fn next_block(&self) -> BoxFuture<'_, Result<ProducerIdBlock, ProducerIdError>>;
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,8 +95,8 @@ impl LocalBlockSource {
     }
 }
 
-impl ProducerIdBlockSource for LocalBlockSource {
-    fn next_block(&self) -> Result<ProducerIdBlock, ProducerIdError> {
+impl LocalBlockSource {
+    fn reserve(&self) -> Result<ProducerIdBlock, ProducerIdError> {
         let mut next = self.next_block_start.lock();
         let first = match *next {
             Some(n) => n,
@@ -118,18 +120,27 @@ impl ProducerIdBlockSource for LocalBlockSource {
     }
 }
 
+impl ProducerIdBlockSource for LocalBlockSource {
+    fn next_block(&self) -> BoxFuture<'_, Result<ProducerIdBlock, ProducerIdError>> {
+        // The file is written and synced where blocking is allowed.
+        Box::pin(async move { tokio::task::block_in_place(|| self.reserve()) })
+    }
+}
+
 /// Hands out producer ids from the current block, fetching the next when it runs out.
 pub struct ProducerIdManager {
     source: Arc<dyn ProducerIdBlockSource>,
-    /// Next id to hand out and the end (exclusive) of the current block.
-    current: Mutex<(i64, i64)>,
+    /// Next id to hand out and the end (exclusive) of the current block. An async
+    /// lock: it is held while the next block is reserved, and requests queue on it
+    /// without holding a runtime worker.
+    current: tokio::sync::Mutex<(i64, i64)>,
 }
 
 impl ProducerIdManager {
     pub fn new(source: Arc<dyn ProducerIdBlockSource>) -> Self {
         ProducerIdManager {
             source,
-            current: Mutex::new((0, 0)),
+            current: tokio::sync::Mutex::new((0, 0)),
         }
     }
 
@@ -140,10 +151,10 @@ impl ProducerIdManager {
         )))
     }
 
-    pub fn generate(&self) -> Result<i64, ProducerIdError> {
-        let mut current = self.current.lock();
+    pub async fn generate(&self) -> Result<i64, ProducerIdError> {
+        let mut current = self.current.lock().await;
         if current.0 >= current.1 {
-            let block = self.source.next_block()?;
+            let block = self.source.next_block().await?;
             *current = (block.first, block.first + block.size);
         }
         let id = current.0;
@@ -156,6 +167,8 @@ impl ProducerIdManager {
 mod tests {
     use std::collections::HashSet;
 
+    use futures::executor::block_on;
+
     use super::*;
 
     #[test]
@@ -165,12 +178,12 @@ mod tests {
         let mut seen = HashSet::new();
         let m = ProducerIdManager::local(dir.path());
         for _ in 0..(BLOCK_SIZE + 5) {
-            assert!(seen.insert(m.generate().unwrap()));
+            assert!(seen.insert(block_on(m.generate()).unwrap()));
         }
         assert_eq!(seen.iter().min(), Some(&0));
         // A restart skips the rest of the reserved block.
         let m = ProducerIdManager::local(dir.path());
-        let id = m.generate().unwrap();
+        let id = block_on(m.generate()).unwrap();
         assert_eq!(id, 2 * BLOCK_SIZE);
         assert!(seen.insert(id));
     }
@@ -181,6 +194,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("meta")).unwrap();
         std::fs::write(dir.path().join("meta/producer-ids"), b"{not json").unwrap();
         let m = ProducerIdManager::local(dir.path());
-        assert!(matches!(m.generate(), Err(ProducerIdError::Corrupt { .. })));
+        assert!(matches!(
+            block_on(m.generate()),
+            Err(ProducerIdError::Corrupt { .. })
+        ));
     }
 }

@@ -24,98 +24,109 @@ use super::error_codes::{partition_error, topic_error};
 use super::Context;
 use crate::replica_manager::TopicError;
 
-pub fn create_topics(
+pub async fn create_topics(
     ctx: &Context,
     request: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
     let mut seen = std::collections::HashSet::new();
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let result = CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_num_partitions(-1)
-                .with_replication_factor(-1);
-            if !seen.insert(name.clone()) {
-                return result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_string(format!(
-                        "topic '{name}' appears more than once in the request"
-                    ))));
-            }
-            let mut configs = BTreeMap::new();
-            for c in &t.configs {
-                if let Some(v) = &c.value {
-                    configs.insert(c.name.to_string(), v.to_string());
-                }
-            }
-            // Manual assignments fix the partition count and replication factor.
-            let mut assignments = None;
-            let (partitions, replication_factor) = if t.assignments.is_empty() {
-                (t.num_partitions, t.replication_factor)
-            } else if t.num_partitions != -1 || t.replication_factor != -1 {
-                return failed(
-                    result,
-                    ResponseError::InvalidRequest,
-                    "both partition assignments and partition count/replication factor were given",
-                );
-            } else {
-                match manual_assignments(ctx, &t.assignments) {
-                    Ok(a) => {
-                        let shape = (a.len() as i32, a[0].len() as i16);
-                        assignments = Some(a);
-                        shape
-                    }
-                    Err(message) => {
-                        return failed(result, ResponseError::InvalidReplicaAssignment, &message)
-                    }
-                }
-            };
-            match ctx.replicas.create_topic_with(
-                &name,
-                partitions,
-                replication_factor,
-                assignments,
-                configs,
-                request.validate_only,
-            ) {
-                Ok(record) => {
-                    let entries = if version >= 5 {
-                        ctx.replicas
-                            .topic_log_config(&record)
-                            .map(|lc| {
-                                topic_config_entries(&lc, &record.configs)
-                                    .into_iter()
-                                    .map(|e| {
-                                        CreatableTopicConfigs::default()
-                                            .with_name(StrBytes::from_string(e.name))
-                                            .with_value(Some(StrBytes::from_string(e.value)))
-                                            .with_config_source(e.source)
-                                    })
-                                    .collect()
-                            })
-                            .ok()
-                    } else {
-                        None
-                    };
-                    result
-                        .with_topic_id(if request.validate_only {
-                            Uuid::nil()
-                        } else {
-                            record.id
-                        })
-                        .with_num_partitions(record.partitions)
-                        .with_replication_factor(record.replication_factor)
-                        .with_configs(entries)
-                }
-                Err(e) => failed_with(result, &e),
-            }
-        })
-        .collect();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        topics.push(create_one(ctx, t, &mut seen, request.validate_only, version).await);
+    }
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+async fn create_one(
+    ctx: &Context,
+    t: kafka_protocol::messages::create_topics_request::CreatableTopic,
+    seen: &mut std::collections::HashSet<String>,
+    validate_only: bool,
+    version: i16,
+) -> CreatableTopicResult {
+    let name = t.name.0.to_string();
+    let result = CreatableTopicResult::default()
+        .with_name(t.name.clone())
+        .with_num_partitions(-1)
+        .with_replication_factor(-1);
+    if !seen.insert(name.clone()) {
+        return result
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_error_message(Some(StrBytes::from_string(format!(
+                "topic '{name}' appears more than once in the request"
+            ))));
+    }
+    let mut configs = BTreeMap::new();
+    for c in &t.configs {
+        if let Some(v) = &c.value {
+            configs.insert(c.name.to_string(), v.to_string());
+        }
+    }
+    // Manual assignments fix the partition count and replication factor.
+    let mut assignments = None;
+    let (partitions, replication_factor) = if t.assignments.is_empty() {
+        (t.num_partitions, t.replication_factor)
+    } else if t.num_partitions != -1 || t.replication_factor != -1 {
+        return failed(
+            result,
+            ResponseError::InvalidRequest,
+            "both partition assignments and partition count/replication factor were given",
+        );
+    } else {
+        match manual_assignments(ctx, &t.assignments) {
+            Ok(a) => {
+                let shape = (a.len() as i32, a[0].len() as i16);
+                assignments = Some(a);
+                shape
+            }
+            Err(message) => {
+                return failed(result, ResponseError::InvalidReplicaAssignment, &message)
+            }
+        }
+    };
+    match ctx
+        .replicas
+        .create_topic_with(
+            &name,
+            partitions,
+            replication_factor,
+            assignments,
+            configs,
+            validate_only,
+        )
+        .await
+    {
+        Ok(record) => {
+            let entries = if version >= 5 {
+                ctx.replicas
+                    .topic_log_config(&record)
+                    .map(|lc| {
+                        topic_config_entries(&lc, &record.configs)
+                            .into_iter()
+                            .map(|e| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(StrBytes::from_string(e.name))
+                                    .with_value(Some(StrBytes::from_string(e.value)))
+                                    .with_config_source(e.source)
+                            })
+                            .collect()
+                    })
+                    .ok()
+            } else {
+                None
+            };
+            result
+                .with_topic_id(if validate_only {
+                    Uuid::nil()
+                } else {
+                    record.id
+                })
+                .with_num_partitions(record.partitions)
+                .with_replication_factor(record.replication_factor)
+                .with_configs(entries)
+        }
+        Err(e) => failed_with(result, &e),
+    }
 }
 
 /// A CreateTopics replica assignment as replica lists by partition index: every index
@@ -171,7 +182,7 @@ fn failed_with(result: CreatableTopicResult, e: &TopicError) -> CreatableTopicRe
         .with_error_message(Some(StrBytes::from_string(e.to_string())))
 }
 
-pub fn delete_topics(
+pub async fn delete_topics(
     ctx: &Context,
     request: DeleteTopicsRequest,
     version: i16,
@@ -190,51 +201,51 @@ pub fn delete_topics(
             .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let name = name.or_else(|| ctx.replicas.topic_by_id(id).map(|t| t.name));
-            let mut result = DeletableTopicResult::default()
-                .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
-                .with_topic_id(id);
-            let Some(name) = name else {
-                return result.with_error_code(ResponseError::UnknownTopicId.code());
-            };
-            match ctx.replicas.delete_topic(&name) {
-                Ok(record) => {
-                    tracing::info!(topic = %name, "deleted topic");
-                    result.topic_id = record.id;
-                    result
-                }
-                Err(e) => result
-                    .with_error_code(topic_error(&e).code())
-                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
-            }
-        })
-        .collect();
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        responses.push(delete_one(ctx, name, id).await);
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn create_partitions(
+async fn delete_one(ctx: &Context, name: Option<String>, id: Uuid) -> DeletableTopicResult {
+    let name = name.or_else(|| ctx.replicas.topic_by_id(id).map(|t| t.name));
+    let mut result = DeletableTopicResult::default()
+        .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
+        .with_topic_id(id);
+    let Some(name) = name else {
+        return result.with_error_code(ResponseError::UnknownTopicId.code());
+    };
+    match ctx.replicas.delete_topic(&name).await {
+        Ok(record) => {
+            tracing::info!(topic = %name, "deleted topic");
+            result.topic_id = record.id;
+            result
+        }
+        Err(e) => result
+            .with_error_code(topic_error(&e).code())
+            .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+    }
+}
+
+pub async fn create_partitions(
     ctx: &Context,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let results = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            match ctx
-                .replicas
-                .create_partitions(t.name.0.as_str(), t.count, request.validate_only)
-            {
-                Ok(_) => result,
-                Err(e) => result
-                    .with_error_code(topic_error(&e).code())
-                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
-            }
-        })
-        .collect();
+    let mut results = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let created = ctx
+            .replicas
+            .create_partitions(t.name.0.as_str(), t.count, request.validate_only)
+            .await;
+        results.push(match created {
+            Ok(_) => result,
+            Err(e) => result
+                .with_error_code(topic_error(&e).code())
+                .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 

@@ -53,7 +53,7 @@ pub fn describe(
 /// UnregisterBroker (`kafka-cluster.sh unregister`): the removal goes through the metadata
 /// quorum; the active controller then drops the node from the Raft learners. A voter
 /// cannot be unregistered: the voter set is fixed, and it would register again anyway.
-pub fn unregister_broker(
+pub async fn unregister_broker(
     ctx: &Context,
     request: UnregisterBrokerRequest,
 ) -> UnregisterBrokerResponse {
@@ -76,7 +76,8 @@ pub fn unregister_broker(
     match ctx
         .replicas
         .cluster()
-        .propose_blocking(Command::UnregisterBroker { broker_id })
+        .propose(Command::UnregisterBroker { broker_id })
+        .await
     {
         Ok(_) => {
             tracing::info!(broker = broker_id, "broker unregistered");

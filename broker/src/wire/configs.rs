@@ -163,44 +163,56 @@ fn error(
         .with_error_message(Some(StrBytes::from_string(message.to_string())))
 }
 
-pub fn incremental_alter(
+pub async fn incremental_alter(
     ctx: &Context,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|r| {
-            let response = AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            let fail = |code: ResponseError, message: String| {
-                response
-                    .clone()
-                    .with_error_code(code.code())
-                    .with_error_message(Some(StrBytes::from_string(message)))
-            };
-            // Broker configs are static (the config file); there is nothing dynamic to
-            // delete, so DELETEs succeed as no-ops, as Kafka answers deleting a dynamic
-            // config that was never set (e.g. reassignment tools clearing throttles).
-            if r.resource_type == RESOURCE_BROKER
-                && r.configs.iter().all(|c| c.config_operation == OP_DELETE)
-            {
-                return response;
-            }
-            if r.resource_type != RESOURCE_TOPIC {
-                return fail(
-                    ResponseError::InvalidRequest,
-                    "only topic configs can be altered; broker configs are set in its config file".into(),
-                );
-            }
-            let name = r.resource_name.as_str();
-            let Some(topic) = ctx.replicas.topic(name) else {
-                return fail(ResponseError::UnknownTopicOrPartition, format!("unknown topic '{name}'"));
-            };
-            let mut overrides = topic.configs.clone();
-            for c in &r.configs {
-                match c.config_operation {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for r in request.resources {
+        responses.push(alter_one(ctx, r, request.validate_only).await);
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// One resource of an IncrementalAlterConfigs request.
+async fn alter_one(
+    ctx: &Context,
+    r: kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+    validate_only: bool,
+) -> AlterConfigsResourceResponse {
+    let response = AlterConfigsResourceResponse::default()
+        .with_resource_type(r.resource_type)
+        .with_resource_name(r.resource_name.clone());
+    let fail = |code: ResponseError, message: String| {
+        response
+            .clone()
+            .with_error_code(code.code())
+            .with_error_message(Some(StrBytes::from_string(message)))
+    };
+    // Broker configs are static (the config file); there is nothing dynamic to
+    // delete, so DELETEs succeed as no-ops, as Kafka answers deleting a dynamic
+    // config that was never set (e.g. reassignment tools clearing throttles).
+    if r.resource_type == RESOURCE_BROKER
+        && r.configs.iter().all(|c| c.config_operation == OP_DELETE)
+    {
+        return response;
+    }
+    if r.resource_type != RESOURCE_TOPIC {
+        return fail(
+            ResponseError::InvalidRequest,
+            "only topic configs can be altered; broker configs are set in its config file".into(),
+        );
+    }
+    let name = r.resource_name.as_str();
+    let Some(topic) = ctx.replicas.topic(name) else {
+        return fail(
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic '{name}'"),
+        );
+    };
+    let mut overrides = topic.configs.clone();
+    for c in &r.configs {
+        match c.config_operation {
                     OP_SET => {
                         let Some(value) = &c.value else {
                             return fail(ResponseError::InvalidConfig, format!("SET {} without a value", c.name.as_str()));
@@ -220,12 +232,13 @@ pub fn incremental_alter(
                         )
                     }
                 }
-            }
-            match ctx.replicas.set_topic_configs(name, overrides, request.validate_only) {
-                Ok(()) => response,
-                Err(e) => fail(topic_error(&e), e.to_string()),
-            }
-        })
-        .collect();
-    IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+    match ctx
+        .replicas
+        .set_topic_configs(name, overrides, validate_only)
+        .await
+    {
+        Ok(()) => response,
+        Err(e) => fail(topic_error(&e), e.to_string()),
+    }
 }

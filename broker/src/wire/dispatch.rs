@@ -88,58 +88,106 @@ async fn route(
             &groups::join_group(ctx, r, version, client_id).await,
         )),
         RequestKind::SyncGroup(r) => respond(encode(c, version, &groups::sync_group(ctx, r).await)),
+        // The group coordinator appends under a shard lock, then awaits the ISR with no
+        // lock held: these never block a runtime worker.
+        RequestKind::Heartbeat(r) => respond(encode(c, version, &groups::heartbeat(ctx, r).await)),
+        RequestKind::LeaveGroup(r) => respond(encode(
+            c,
+            version,
+            &groups::leave_group(ctx, r, version).await,
+        )),
+        RequestKind::ListGroups(r) => {
+            respond(encode(c, version, &groups::list_groups(ctx, r).await))
+        }
+        RequestKind::DescribeGroups(r) => respond(encode(
+            c,
+            version,
+            &groups::describe_groups(ctx, r, version).await,
+        )),
+        RequestKind::DeleteGroups(r) => {
+            respond(encode(c, version, &groups::delete_groups(ctx, r).await))
+        }
+        RequestKind::OffsetCommit(r) => respond(encode(
+            c,
+            version,
+            &offsets::offset_commit(ctx, r, version).await,
+        )),
+        RequestKind::OffsetFetch(r) => respond(encode(
+            c,
+            version,
+            &offsets::offset_fetch(ctx, r, version).await,
+        )),
+        RequestKind::OffsetDelete(r) => {
+            respond(encode(c, version, &offsets::offset_delete(ctx, r).await))
+        }
         // Appends block (in place); acks=all then waits for the ISR.
         RequestKind::Produce(r) => match produce::handle(ctx, r, version).await {
             Some(response) => respond(encode(c, version, &response)),
             None => Outcome::NoResponse,
         },
-        // Handlers that may write to disk (appends and their fsync, topic files,
-        // metadata) run where blocking is allowed, so other connections keep being served.
+        // Handlers that wait for the metadata quorum (topic and partition changes,
+        // auto-creation, producer-id blocks, creation of `__consumer_offsets`) await it.
+        RequestKind::Metadata(r) => {
+            respond(encode(c, version, &metadata::handle(ctx, r, version).await))
+        }
+        RequestKind::CreateTopics(r) => respond(encode(
+            c,
+            version,
+            &admin::create_topics(ctx, r, version).await,
+        )),
+        RequestKind::DeleteTopics(r) => respond(encode(
+            c,
+            version,
+            &admin::delete_topics(ctx, r, version).await,
+        )),
+        RequestKind::CreatePartitions(r) => {
+            respond(encode(c, version, &admin::create_partitions(ctx, r).await))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => respond(encode(
+            c,
+            version,
+            &configs::incremental_alter(ctx, r).await,
+        )),
+        RequestKind::UnregisterBroker(r) => respond(encode(
+            c,
+            version,
+            &cluster::unregister_broker(ctx, r).await,
+        )),
+        RequestKind::InitProducerId(r) => {
+            respond(encode(c, version, &init_producer_id::handle(ctx, r).await))
+        }
+        RequestKind::FindCoordinator(r) => respond(encode(
+            c,
+            version,
+            &groups::find_coordinator(ctx, r, version).await,
+        )),
+        RequestKind::ElectLeaders(r) => respond(encode(
+            c,
+            version,
+            &replication::elect_leaders(ctx, r, version).await,
+        )),
+        RequestKind::AlterPartitionReassignments(r) => respond(encode(
+            c,
+            version,
+            &replication::alter_reassignments(ctx, r).await,
+        )),
+        // DeleteRecords moves the log start on disk: it runs where blocking is
+        // allowed, so other connections keep being served.
         r if writes_to_disk(&r) => tokio::task::block_in_place(|| route_now(ctx, r, version, c)),
         r => route_now(ctx, r, version, c),
     }
 }
 
 fn writes_to_disk(request: &RequestKind) -> bool {
-    matches!(
-        request,
-        // Auto-creation of topics.
-        RequestKind::Metadata(_)
-            | RequestKind::CreateTopics(_)
-            | RequestKind::DeleteTopics(_)
-            | RequestKind::CreatePartitions(_)
-            | RequestKind::DeleteRecords(_)
-            | RequestKind::IncrementalAlterConfigs(_)
-            | RequestKind::InitProducerId(_)
-            // Creation of __consumer_offsets.
-            | RequestKind::FindCoordinator(_)
-            | RequestKind::LeaveGroup(_)
-            | RequestKind::OffsetCommit(_)
-            | RequestKind::OffsetDelete(_)
-            | RequestKind::DeleteGroups(_)
-            // Metadata changes wait for the quorum.
-            | RequestKind::ElectLeaders(_)
-            | RequestKind::AlterPartitionReassignments(_)
-            | RequestKind::UnregisterBroker(_)
-    )
+    matches!(request, RequestKind::DeleteRecords(_))
 }
 
 /// The handlers that answer without waiting.
 fn route_now(ctx: &Context, request: RequestKind, version: i16, c: i32) -> Outcome {
     match request {
         RequestKind::ApiVersions(r) => respond(encode(c, version, &api_versions::handle(r))),
-        RequestKind::Metadata(r) => respond(encode(c, version, &metadata::handle(ctx, r, version))),
         RequestKind::ListOffsets(r) => {
             respond(encode(c, version, &list_offsets::handle(ctx, r, version)))
-        }
-        RequestKind::CreateTopics(r) => {
-            respond(encode(c, version, &admin::create_topics(ctx, r, version)))
-        }
-        RequestKind::DeleteTopics(r) => {
-            respond(encode(c, version, &admin::delete_topics(ctx, r, version)))
-        }
-        RequestKind::CreatePartitions(r) => {
-            respond(encode(c, version, &admin::create_partitions(ctx, r)))
         }
         RequestKind::DeleteRecords(r) => {
             respond(encode(c, version, &admin::delete_records(ctx, r)))
@@ -147,57 +195,13 @@ fn route_now(ctx: &Context, request: RequestKind, version: i16, c: i32) -> Outco
         RequestKind::DescribeConfigs(r) => {
             respond(encode(c, version, &configs::describe(ctx, r, version)))
         }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            respond(encode(c, version, &configs::incremental_alter(ctx, r)))
-        }
         RequestKind::DescribeCluster(r) => {
             respond(encode(c, version, &cluster::describe(ctx, r, version)))
-        }
-        RequestKind::UnregisterBroker(r) => {
-            respond(encode(c, version, &cluster::unregister_broker(ctx, r)))
-        }
-        RequestKind::InitProducerId(r) => {
-            respond(encode(c, version, &init_producer_id::handle(ctx, r)))
-        }
-        RequestKind::FindCoordinator(r) => respond(encode(
-            c,
-            version,
-            &groups::find_coordinator(ctx, r, version),
-        )),
-        RequestKind::Heartbeat(r) => respond(encode(c, version, &groups::heartbeat(ctx, r))),
-        RequestKind::LeaveGroup(r) => {
-            respond(encode(c, version, &groups::leave_group(ctx, r, version)))
-        }
-        RequestKind::ListGroups(r) => respond(encode(c, version, &groups::list_groups(ctx, r))),
-        RequestKind::DescribeGroups(r) => respond(encode(
-            c,
-            version,
-            &groups::describe_groups(ctx, r, version),
-        )),
-        RequestKind::DeleteGroups(r) => respond(encode(c, version, &groups::delete_groups(ctx, r))),
-        RequestKind::OffsetCommit(r) => {
-            respond(encode(c, version, &offsets::offset_commit(ctx, r, version)))
-        }
-        RequestKind::OffsetFetch(r) => {
-            respond(encode(c, version, &offsets::offset_fetch(ctx, r, version)))
-        }
-        RequestKind::OffsetDelete(r) => {
-            respond(encode(c, version, &offsets::offset_delete(ctx, r)))
         }
         RequestKind::OffsetForLeaderEpoch(r) => respond(encode(
             c,
             version,
             &replication::offset_for_leader_epoch(ctx, r),
-        )),
-        RequestKind::ElectLeaders(r) => respond(encode(
-            c,
-            version,
-            &replication::elect_leaders(ctx, r, version),
-        )),
-        RequestKind::AlterPartitionReassignments(r) => respond(encode(
-            c,
-            version,
-            &replication::alter_reassignments(ctx, r),
         )),
         RequestKind::ListPartitionReassignments(r) => {
             respond(encode(c, version, &replication::list_reassignments(ctx, r)))

@@ -30,34 +30,40 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-pub fn find_coordinator(
+/// The coordinator of one key: the broker leading the group's `__consumer_offsets`
+/// partition, as (node id, host, port).
+async fn lookup_coordinator(
+    ctx: &Context,
+    key_type: i8,
+    key: &str,
+) -> Result<(i32, String, i32), ResponseError> {
+    if key_type != KEY_TYPE_GROUP {
+        // Transactions and share groups are not implemented. A retriable error would
+        // leave a transactional producer waiting out max.block.ms; this one fails
+        // it at once, as InitProducerId does for a transactional id.
+        return Err(ResponseError::UnsupportedVersion);
+    }
+    let leader = ctx.groups.find_coordinator(key).await?;
+    let image = ctx.replicas.cluster().image();
+    let b = image
+        .brokers
+        .get(&leader)
+        .filter(|_| image.is_active(leader))
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((
+        leader,
+        b.endpoints.kafka_host.clone(),
+        b.endpoints.kafka_port as i32,
+    ))
+}
+
+pub async fn find_coordinator(
     ctx: &Context,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    // The coordinator is the leader of the group's `__consumer_offsets` partition.
-    let lookup = |key: &str| -> Result<(i32, String, i32), ResponseError> {
-        if request.key_type != KEY_TYPE_GROUP {
-            // Transactions and share groups are not implemented. A retriable error would
-            // leave a transactional producer waiting out max.block.ms; this one fails
-            // it at once, as InitProducerId does for a transactional id.
-            return Err(ResponseError::UnsupportedVersion);
-        }
-        let leader = ctx.groups.find_coordinator(key)?;
-        let image = ctx.replicas.cluster().image();
-        let b = image
-            .brokers
-            .get(&leader)
-            .filter(|_| image.is_active(leader))
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        Ok((
-            leader,
-            b.endpoints.kafka_host.clone(),
-            b.endpoints.kafka_port as i32,
-        ))
-    };
     if version < 4 {
-        return match lookup(request.key.as_str()) {
+        return match lookup_coordinator(ctx, request.key_type, request.key.as_str()).await {
             Ok((id, host, port)) => FindCoordinatorResponse::default()
                 .with_node_id(BrokerId(id))
                 .with_host(s(host))
@@ -68,12 +74,11 @@ pub fn find_coordinator(
                 .with_error_message(Some(s(e.to_string()))),
         };
     }
-    let coordinators = request
-        .coordinator_keys
-        .iter()
-        .map(|key| {
-            let c = Coordinator::default().with_key(key.clone());
-            match lookup(key.as_str()) {
+    let mut coordinators = Vec::with_capacity(request.coordinator_keys.len());
+    for key in &request.coordinator_keys {
+        let c = Coordinator::default().with_key(key.clone());
+        coordinators.push(
+            match lookup_coordinator(ctx, request.key_type, key.as_str()).await {
                 Ok((id, host, port)) => c
                     .with_node_id(BrokerId(id))
                     .with_host(s(host))
@@ -82,9 +87,9 @@ pub fn find_coordinator(
                     .with_node_id(BrokerId(-1))
                     .with_error_code(e.code())
                     .with_error_message(Some(s(e.to_string()))),
-            }
-        })
-        .collect();
+            },
+        );
+    }
     FindCoordinatorResponse::default().with_coordinators(coordinators)
 }
 
@@ -158,17 +163,24 @@ pub async fn sync_group(ctx: &Context, request: SyncGroupRequest) -> SyncGroupRe
         .with_assignment(r.assignment)
 }
 
-pub fn heartbeat(ctx: &Context, request: HeartbeatRequest) -> HeartbeatResponse {
-    let result = ctx.groups.heartbeat(
-        request.group_id.0.as_str(),
-        request.member_id.as_str(),
-        request.group_instance_id.as_ref().map(|i| i.as_str()),
-        request.generation_id,
-    );
+pub async fn heartbeat(ctx: &Context, request: HeartbeatRequest) -> HeartbeatResponse {
+    let result = ctx
+        .groups
+        .heartbeat(
+            request.group_id.0.as_str(),
+            request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|i| i.as_str()),
+            request.generation_id,
+        )
+        .await;
     HeartbeatResponse::default().with_error_code(code(result))
 }
 
-pub fn leave_group(ctx: &Context, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub async fn leave_group(
+    ctx: &Context,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     // v0-2 name one member; v3+ a batch, possibly by group.instance.id.
     let members: Vec<(String, Option<String>)> = if version < 3 {
         vec![(request.member_id.to_string(), None)]
@@ -184,7 +196,11 @@ pub fn leave_group(ctx: &Context, request: LeaveGroupRequest, version: i16) -> L
             })
             .collect()
     };
-    match ctx.groups.leave(request.group_id.0.as_str(), &members) {
+    match ctx
+        .groups
+        .leave(request.group_id.0.as_str(), &members)
+        .await
+    {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
         Ok(results) if version < 3 => LeaveGroupResponse::default()
             .with_error_code(results.into_iter().next().map_or(0, code)),
@@ -203,7 +219,7 @@ pub fn leave_group(ctx: &Context, request: LeaveGroupRequest, version: i16) -> L
     }
 }
 
-pub fn list_groups(ctx: &Context, request: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn list_groups(ctx: &Context, request: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -217,6 +233,7 @@ pub fn list_groups(ctx: &Context, request: ListGroupsRequest) -> ListGroupsRespo
     let groups = ctx
         .groups
         .list_groups()
+        .await
         .into_iter()
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
@@ -231,61 +248,58 @@ pub fn list_groups(ctx: &Context, request: ListGroupsRequest) -> ListGroupsRespo
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub fn describe_groups(
+pub async fn describe_groups(
     ctx: &Context,
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
-    let groups = request
-        .groups
-        .into_iter()
-        .map(|group_id| {
-            let base = DescribedGroup::default().with_group_id(group_id.clone());
-            match ctx.groups.describe_group(group_id.0.as_str()) {
-                Err(e) => base.with_error_code(e.code()),
-                // Kafka answers an unknown group as Dead, with an error from v6.
-                Ok(None) => {
-                    let base = base.with_group_state(s("Dead"));
-                    if version >= 6 {
-                        base.with_error_code(ResponseError::GroupIdNotFound.code())
-                    } else {
-                        base
-                    }
+    let mut groups = Vec::with_capacity(request.groups.len());
+    for group_id in request.groups {
+        let base = DescribedGroup::default().with_group_id(group_id.clone());
+        let described = match ctx.groups.describe_group(group_id.0.as_str()).await {
+            Err(e) => base.with_error_code(e.code()),
+            // Kafka answers an unknown group as Dead, with an error from v6.
+            Ok(None) => {
+                let base = base.with_group_state(s("Dead"));
+                if version >= 6 {
+                    base.with_error_code(ResponseError::GroupIdNotFound.code())
+                } else {
+                    base
                 }
-                Ok(Some(g)) => base
-                    .with_group_state(s(g.state))
-                    .with_protocol_type(s(g.protocol_type))
-                    .with_protocol_data(s(g.protocol))
-                    .with_members(
-                        g.members
-                            .into_iter()
-                            .map(|m| {
-                                DescribedGroupMember::default()
-                                    .with_member_id(s(m.member_id))
-                                    .with_group_instance_id(m.group_instance_id.map(s))
-                                    .with_client_id(s(m.client_id))
-                                    .with_client_host(s(m.client_host))
-                                    .with_member_metadata(m.metadata)
-                                    .with_member_assignment(m.assignment)
-                            })
-                            .collect(),
-                    ),
             }
-        })
-        .collect();
+            Ok(Some(g)) => base
+                .with_group_state(s(g.state))
+                .with_protocol_type(s(g.protocol_type))
+                .with_protocol_data(s(g.protocol))
+                .with_members(
+                    g.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(s(m.member_id))
+                                .with_group_instance_id(m.group_instance_id.map(s))
+                                .with_client_id(s(m.client_id))
+                                .with_client_host(s(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+        };
+        groups.push(described);
+    }
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub fn delete_groups(ctx: &Context, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let results = request
-        .groups_names
-        .into_iter()
-        .map(|g| {
-            let r = ctx.groups.delete_group(g.0.as_str());
+pub async fn delete_groups(ctx: &Context, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for g in request.groups_names {
+        let r = ctx.groups.delete_group(g.0.as_str()).await;
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(g)
-                .with_error_code(code(r))
-        })
-        .collect();
+                .with_error_code(code(r)),
+        );
+    }
     DeleteGroupsResponse::default().with_results(results)
 }

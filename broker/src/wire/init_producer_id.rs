@@ -6,7 +6,7 @@ use kafka_protocol::ResponseError;
 
 use super::Context;
 
-pub fn handle(ctx: &Context, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(ctx: &Context, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let failed = |e: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(e.code())
@@ -22,8 +22,8 @@ pub fn handle(ctx: &Context, request: InitProducerIdRequest) -> InitProducerIdRe
         }
         None => {}
     }
-    // May write the id block file; dispatch runs this inside `block_in_place`.
-    match ctx.producer_ids.generate() {
+    // May wait for the quorum to hand out the next block of ids: awaited.
+    match ctx.producer_ids.generate().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -14,7 +14,7 @@ use super::Context;
 use crate::metadata::TopicRecord;
 use crate::replica_manager::TopicError;
 
-pub fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
     // v0 has no null: an empty list means every topic.
     let requested = match request.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
@@ -27,25 +27,26 @@ pub fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> Metadata
             .iter()
             .map(|t| topic_response(ctx, t))
             .collect(),
-        Some(requested) => requested
-            .into_iter()
-            .map(|t| {
+        Some(requested) => {
+            let mut topics = Vec::with_capacity(requested.len());
+            for t in requested {
                 let by_name = t.name.as_ref().map(|n| n.0.to_string());
                 let found = match &by_name {
                     Some(name) => ctx.replicas.topic(name),
                     None => ctx.replicas.topic_by_id(t.topic_id),
                 };
-                match (found, by_name) {
+                topics.push(match (found, by_name) {
                     (Some(topic), _) => topic_response(ctx, &topic),
                     (None, Some(name)) => {
                         // v0-v3 have no flag: auto-create is implied by the broker config.
                         let allow = version < 4 || request.allow_auto_topic_creation;
-                        lookup_or_create(ctx, &name, allow)
+                        lookup_or_create(ctx, &name, allow).await
                     }
                     (None, None) => error_topic(None, t.topic_id, ResponseError::UnknownTopicId),
-                }
-            })
-            .collect(),
+                });
+            }
+            topics
+        }
     };
     // Kafka lists the brokers that serve clients: registered and not fenced.
     let image = ctx.replicas.cluster().image();
@@ -72,7 +73,11 @@ pub fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> Metadata
         .with_topics(topics)
 }
 
-fn lookup_or_create(ctx: &Context, name: &str, allow_auto_create: bool) -> MetadataResponseTopic {
+async fn lookup_or_create(
+    ctx: &Context,
+    name: &str,
+    allow_auto_create: bool,
+) -> MetadataResponseTopic {
     if !(allow_auto_create && ctx.replicas.config().auto_create_topics_enable) {
         let code = match crate::replica_manager::validate_topic_name(name) {
             Ok(()) => ResponseError::UnknownTopicOrPartition,
@@ -83,6 +88,7 @@ fn lookup_or_create(ctx: &Context, name: &str, allow_auto_create: bool) -> Metad
     match ctx
         .replicas
         .create_topic(name, -1, -1, Default::default(), false)
+        .await
     {
         Ok(topic) => {
             tracing::info!(

@@ -22,7 +22,7 @@ use super::Context;
 use crate::group::records::OffsetCommitValue;
 use crate::group::CommitRequest;
 
-pub fn offset_commit(
+pub async fn offset_commit(
     ctx: &Context,
     request: OffsetCommitRequest,
     version: i16,
@@ -56,13 +56,16 @@ pub fn offset_commit(
             })
         })
         .collect();
-    let results = ctx.groups.commit_offsets(
-        &group_id,
-        request.member_id.as_str(),
-        request.group_instance_id.as_ref().map(|i| i.as_str()),
-        request.generation_id_or_member_epoch,
-        commits,
-    );
+    let results = ctx
+        .groups
+        .commit_offsets(
+            &group_id,
+            request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|i| i.as_str()),
+            request.generation_id_or_member_epoch,
+            commits,
+        )
+        .await;
     let mut codes = match results {
         Ok(r) => r
             .into_iter()
@@ -103,7 +106,7 @@ fn committed(v: &Option<OffsetCommitValue>) -> (i64, i32, StrBytes) {
     }
 }
 
-pub fn offset_fetch(
+pub async fn offset_fetch(
     ctx: &Context,
     request: OffsetFetchRequest,
     version: i16,
@@ -117,6 +120,7 @@ pub fn offset_fetch(
         return match ctx
             .groups
             .fetch_offsets(request.group_id.0.as_str(), topics)
+            .await
         {
             Err(e) if version >= 2 => OffsetFetchResponse::default().with_error_code(e.code()),
             Err(_) => OffsetFetchResponse::default(),
@@ -144,60 +148,61 @@ pub fn offset_fetch(
             ),
         };
     }
-    let groups = request
-        .groups
-        .into_iter()
-        .map(|g| {
-            let topics = g.topics.map(|ts| {
-                ts.into_iter()
-                    .map(|t| {
-                        let name = if version >= 10 {
-                            ctx.replicas
-                                .topic_by_id(t.topic_id)
-                                .map(|r| r.name)
-                                .unwrap_or_default()
-                        } else {
-                            t.name.0.to_string()
-                        };
-                        (name, t.partition_indexes)
+    let mut groups = Vec::with_capacity(request.groups.len());
+    for g in request.groups {
+        let topics = g.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| {
+                    let name = if version >= 10 {
+                        ctx.replicas
+                            .topic_by_id(t.topic_id)
+                            .map(|r| r.name)
+                            .unwrap_or_default()
+                    } else {
+                        t.name.0.to_string()
+                    };
+                    (name, t.partition_indexes)
+                })
+                .collect()
+        });
+        let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+        let group = match ctx
+            .groups
+            .fetch_offsets(g.group_id.0.as_str(), topics)
+            .await
+        {
+            Err(e) => base.with_error_code(e.code()),
+            Ok(found) => base.with_topics(
+                found
+                    .into_iter()
+                    .map(|(topic, parts)| {
+                        let topic_id = ctx.replicas.topic(&topic).map(|t| t.id).unwrap_or_default();
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(StrBytes::from_string(topic)))
+                            .with_topic_id(topic_id)
+                            .with_partitions(
+                                parts
+                                    .iter()
+                                    .map(|(p, v)| {
+                                        let (offset, epoch, metadata) = committed(v);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(*p)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(Some(metadata))
+                                    })
+                                    .collect(),
+                            )
                     })
-                    .collect()
-            });
-            let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            match ctx.groups.fetch_offsets(g.group_id.0.as_str(), topics) {
-                Err(e) => base.with_error_code(e.code()),
-                Ok(found) => base.with_topics(
-                    found
-                        .into_iter()
-                        .map(|(topic, parts)| {
-                            let topic_id =
-                                ctx.replicas.topic(&topic).map(|t| t.id).unwrap_or_default();
-                            OffsetFetchResponseTopics::default()
-                                .with_name(TopicName(StrBytes::from_string(topic)))
-                                .with_topic_id(topic_id)
-                                .with_partitions(
-                                    parts
-                                        .iter()
-                                        .map(|(p, v)| {
-                                            let (offset, epoch, metadata) = committed(v);
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(*p)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(epoch)
-                                                .with_metadata(Some(metadata))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                ),
-            }
-        })
-        .collect();
+                    .collect(),
+            ),
+        };
+        groups.push(group);
+    }
     OffsetFetchResponse::default().with_groups(groups)
 }
 
-pub fn offset_delete(ctx: &Context, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn offset_delete(ctx: &Context, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
@@ -209,7 +214,8 @@ pub fn offset_delete(ctx: &Context, request: OffsetDeleteRequest) -> OffsetDelet
         .collect();
     let results = ctx
         .groups
-        .delete_offsets(request.group_id.0.as_str(), &partitions);
+        .delete_offsets(request.group_id.0.as_str(), &partitions)
+        .await;
     let mut codes = match results {
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
         Ok(r) => r

@@ -38,7 +38,7 @@ fn message(e: &ClusterError) -> Option<StrBytes> {
     Some(StrBytes::from_string(e.to_string()))
 }
 
-pub fn elect_leaders(
+pub async fn elect_leaders(
     ctx: &Context,
     request: ElectLeadersRequest,
     version: i16,
@@ -66,10 +66,12 @@ pub fn elect_leaders(
     let results = match ctx
         .replicas
         .cluster()
-        .propose_blocking(Command::ElectLeaders {
+        .propose(Command::ElectLeaders {
             election,
             partitions: partitions.clone(),
-        }) {
+        })
+        .await
+    {
         Ok(CommandResult::Partitions(results)) => results,
         Ok(other) => {
             tracing::error!(?other, "unexpected election result");
@@ -99,45 +101,41 @@ pub fn elect_leaders(
     ElectLeadersResponse::default().with_replica_election_results(by_topic)
 }
 
-pub fn alter_reassignments(
+pub async fn alter_reassignments(
     ctx: &Context,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let cluster = ctx.replicas.cluster();
-    let responses = request
-        .topics
-        .iter()
-        .map(|t| {
-            let topic = t.name.0.to_string();
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let target = p
-                        .replicas
-                        .as_ref()
-                        .map(|r| r.iter().map(|b| b.0).collect::<Vec<i32>>());
-                    let command = Command::ReassignPartition {
-                        topic: topic.clone(),
-                        partition: p.partition_index,
-                        target,
-                    };
-                    let base = ReassignablePartitionResponse::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_message(None);
-                    match cluster.propose_blocking(command) {
-                        Ok(_) => base,
-                        Err(e) => base
-                            .with_error_code(e.code())
-                            .with_error_message(message(&e)),
-                    }
-                })
-                .collect();
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for t in &request.topics {
+        let topic = t.name.0.to_string();
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let target = p
+                .replicas
+                .as_ref()
+                .map(|r| r.iter().map(|b| b.0).collect::<Vec<i32>>());
+            let command = Command::ReassignPartition {
+                topic: topic.clone(),
+                partition: p.partition_index,
+                target,
+            };
+            let base = ReassignablePartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_error_message(None);
+            partitions.push(match cluster.propose(command).await {
+                Ok(_) => base,
+                Err(e) => base
+                    .with_error_code(e.code())
+                    .with_error_message(message(&e)),
+            });
+        }
+        responses.push(
             ReassignableTopicResponse::default()
                 .with_name(t.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     AlterPartitionReassignmentsResponse::default()
         .with_error_message(None)
         .with_allow_replication_factor_change(request.allow_replication_factor_change)
