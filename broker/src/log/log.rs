@@ -19,11 +19,13 @@ use bytes::BytesMut;
 
 use super::batch::{self, BatchHeader};
 use super::cleaner::{self, CleanerParts, CleanerState};
+use super::codec::decompressed_limit;
 use super::config::TimestampType;
 use super::epoch_cache::{CheckpointError, LeaderEpochCache, LeaderEpochFileCache};
 use super::index_file::remove_if_exists;
 use super::scan::scan_batch_headers;
 use super::segment::{self, Segment, SegmentRead, MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES};
+use super::validate::{validate_client_batch, ValidationConfig};
 use super::{LogConfig, LogError};
 
 /// Written by `close()`, removed by `open()`: its presence means the indexes and the
@@ -227,20 +229,25 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        let mut headers = self.validate(records)?;
+        let validated = self.validate(records, now_ms)?;
         let stamp = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut next = self.log_end_offset();
         let mut record_count = 0;
-        for (pos, header) in headers.iter_mut() {
-            let bytes = &mut records[*pos..*pos + header.size() as usize];
+        let mut headers = Vec::with_capacity(validated.len());
+        for (pos, header, max_timestamp) in validated {
+            let bytes = &mut records[pos..pos + header.size() as usize];
             batch::set_base_offset(bytes, next);
             batch::set_partition_leader_epoch(bytes, leader_epoch);
             if stamp {
                 batch::set_log_append_time(bytes, now_ms);
+            } else if header.max_timestamp != max_timestamp || header.is_log_append_time() {
+                // Kafka keeps the largest record timestamp, not the producer's claim.
+                batch::set_max_timestamp(bytes, max_timestamp);
             }
-            *header = BatchHeader::parse(bytes)?;
+            let header = BatchHeader::parse(bytes)?;
             next = header.last_offset() + 1;
             record_count += header.record_count as u64;
+            headers.push((pos, header));
         }
         let base_offset = self.log_end_offset();
         self.epochs.assign(leader_epoch, base_offset)?;
@@ -385,11 +392,26 @@ impl Log {
     }
 
     /// Checks every batch a producer sent: format and CRC, `max.message.bytes`, and
-    /// that offsets and record count agree (they are what offsets are assigned from).
-    fn validate(&self, records: &[u8]) -> Result<Vec<(usize, BatchHeader)>, LogError> {
+    /// everything Kafka's LogValidator checks in its records (validate.rs). Returns
+    /// each batch's position, header and largest record timestamp.
+    fn validate(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<(usize, BatchHeader, i64)>, LogError> {
         if records.is_empty() {
             return Err(LogError::CorruptMessage("no record batches".to_string()));
         }
+        let partition = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let cfg = ValidationConfig {
+            partition: &partition,
+            now_ms,
+            timestamp_type: self.config.message_timestamp_type,
+            timestamp_before_max_ms: self.config.message_timestamp_before_max_ms,
+            timestamp_after_max_ms: self.config.message_timestamp_after_max_ms,
+            compacted: self.config.cleanup_policy.compacts(),
+            max_decompressed_bytes: self.decompressed_limit(),
+        };
         let mut headers = Vec::new();
         for item in batch::batches(records) {
             let (pos, b) = item?;
@@ -400,18 +422,15 @@ impl Log {
                     max: self.config.max_message_bytes,
                 });
             }
-            if h.record_count <= 0 || h.last_offset_delta as i64 + 1 != h.record_count as i64 {
-                return Err(LogError::CorruptMessage(format!(
-                    "batch at byte {pos} has {} records but lastOffsetDelta {}",
-                    h.record_count, h.last_offset_delta
-                )));
-            }
-            if self.config.cleanup_policy.compacts() {
-                cleaner::check_keys(&b, &self.dir)?;
-            }
-            headers.push((pos, h));
+            let validated = validate_client_batch(&b, &cfg)?;
+            headers.push((pos, h, validated.max_timestamp));
         }
         Ok(headers)
+    }
+
+    /// The most bytes any compressed batch of this log may decompress to.
+    fn decompressed_limit(&self) -> u64 {
+        decompressed_limit(self.config.max_message_bytes)
     }
 
     /// Whether batches spanning `first_offset..=last_offset` need a new segment.
@@ -571,7 +590,11 @@ impl Log {
     /// decompressed for this, as Kafka does, so the answer is always the exact record.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
         for seg in self.segments_from(self.log_start_offset) {
-            if let Some(found) = seg.offset_for_timestamp(timestamp, self.log_start_offset)? {
+            if let Some(found) = seg.offset_for_timestamp(
+                timestamp,
+                self.log_start_offset,
+                self.decompressed_limit(),
+            )? {
                 return Ok(Some(found));
             }
         }
@@ -589,7 +612,7 @@ impl Log {
             }
         }
         match best {
-            Some(seg) => seg.max_timestamp_record(),
+            Some(seg) => seg.max_timestamp_record(self.decompressed_limit()),
             None => Ok(None),
         }
     }
