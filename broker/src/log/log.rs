@@ -1629,6 +1629,110 @@ mod tests {
         log.delete().unwrap();
         assert!(!path.exists());
     }
+    /// A batch holding one record with a `value_len`-byte value of zeros, compressed
+    /// with `codec`, offsets from `base`: small on disk, huge when opened.
+    fn bomb(codec: u8, value_len: usize, base: i64) -> Vec<u8> {
+        let mut section = Vec::new();
+        batch::put_record(
+            &mut section,
+            0,
+            0,
+            Some(b"k"),
+            Some(&vec![0u8; value_len]),
+            &[],
+        );
+        let packed = super::super::codec::compress(codec, &section).unwrap();
+        let mut header = BatchHeader::parse(&build_values_batch(&[b"x"], 1000)).unwrap();
+        header.attributes |= codec as i16;
+        header.base_offset = base;
+        let fields = batch::RebuiltFields {
+            last_offset_delta: 0,
+            base_timestamp: 1000,
+            max_timestamp: 1000,
+            record_count: 1,
+            delete_horizon: false,
+        };
+        batch::rebuild_batch(&header, fields, &packed)
+    }
+
+    #[test]
+    fn lying_batch_writes_nothing_and_acked_records_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), 0).unwrap();
+        log.append(&mut batch_of(&[b"a", b"b"], 1000), 0, 0)
+            .unwrap();
+        // One real record claiming a count of 2^31-1 (lastOffsetDelta agrees).
+        let mut liar = build_values_batch(&[b"c"], 1000);
+        liar[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        liar[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&liar[21..]);
+        liar[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = log
+            .append(&mut BytesMut::from(&liar[..]), 0, 0)
+            .unwrap_err();
+        assert!(matches!(err, LogError::InvalidRecord { .. }), "{err}");
+        assert_eq!(log.log_end_offset(), 2);
+        assert_eq!(read_all(&log), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+        let info = log.append(&mut batch_of(&[b"d"], 1000), 0, 0).unwrap();
+        assert_eq!(info.base_offset, 2);
+    }
+
+    #[test]
+    fn stored_max_timestamp_is_the_largest_record_timestamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), 0).unwrap();
+        // The producer claims a max timestamp far beyond its records'.
+        let mut b = build_values_batch(&[b"a", b"b"], 1000);
+        b[35..43].copy_from_slice(&9_000_000_000_000i64.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        log.append(&mut BytesMut::from(&b[..]), 0, 0).unwrap();
+        let slice = log.read(0, u64::MAX, i64::MAX, true).unwrap().unwrap();
+        let bytes = slice.to_vec().unwrap();
+        let stored = RecordBatch::parse(&bytes).unwrap();
+        assert_eq!(stored.header().max_timestamp, 1001);
+        assert_eq!(log.max_timestamp().unwrap(), Some((1, 1001)));
+    }
+
+    #[test]
+    fn bombs_are_refused_on_produce_and_bounded_where_stored() {
+        let cfg = LogConfig {
+            max_message_bytes: 100_000, // limit: 16 x 1 MiB
+            segment_bytes: 1,
+            ..config()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg.clone(), 0).unwrap();
+        for codec in [1u8, 4] {
+            let b = bomb(codec, 64 << 20, 0);
+            assert!(b.len() < 100_000, "codec {codec}: {} bytes", b.len());
+            let err = log.append(&mut BytesMut::from(&b[..]), 0, 0).unwrap_err();
+            assert!(
+                matches!(&err, LogError::InvalidRecord { message, .. } if message.contains("more than 16777216")),
+                "codec {codec}: {err}"
+            );
+            assert_eq!(log.log_end_offset(), 0);
+        }
+        // Batches a follower copied are not opened on append; the readers that open
+        // them later stop at the limit: ListOffsets by timestamp...
+        log.append_as_follower(&bomb(4, 64 << 20, 0), 0).unwrap();
+        log.append_as_follower(&replicated_plain(1), 0).unwrap();
+        let err = log.offset_for_timestamp(0).unwrap_err();
+        assert!(matches!(err, LogError::InvalidRecord { .. }), "{err}");
+        // ... and the cleaner of a compacted log.
+        let mut compacted = cfg;
+        compacted.cleanup_policy = super::super::CleanupPolicy::Compact;
+        log.set_config(compacted);
+        let err = log.compact_now(1_000_000).unwrap_err();
+        assert!(matches!(err, LogError::InvalidRecord { .. }), "{err}");
+        assert_eq!(log.log_end_offset(), 2);
+    }
+
+    fn replicated_plain(base: i64) -> Vec<u8> {
+        let mut b = build_values_batch(&[b"after"], 1000);
+        batch::set_base_offset(&mut b, base);
+        b
+    }
 }
 
 /// Leader epochs, follower appends and the truncations replication needs.
