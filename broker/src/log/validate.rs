@@ -885,4 +885,47 @@ mod tests {
             "{err}"
         );
     }
+
+    /// The cost of validation per MiB of uncompressed batch next to the CRC-32C check
+    /// every produce already paid. Timing, not a check: run with
+    /// `cargo test -p rill-broker --lib validation_cost -- --ignored --nocapture`
+    /// (numbers only mean something with rill-broker optimised, see the report).
+    #[test]
+    #[ignore]
+    fn validation_cost_per_mib() {
+        use std::time::Instant;
+        for value_len in [10usize, 100, 1000] {
+            let value = vec![b'v'; value_len];
+            let n = (1 << 20) / (value_len + 20);
+            let recs: Vec<NewRecord<'_>> = (0..n)
+                .map(|i| NewRecord {
+                    key: Some(b"key"),
+                    value: Some(&value),
+                    timestamp: NOW + (i % 1000) as i64,
+                })
+                .collect();
+            let bytes = build_batch(&recs);
+            let mib = bytes.len() as f64 / (1 << 20) as f64;
+            let rounds = 200;
+            let t = Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(RecordBatch::parse(std::hint::black_box(&bytes)).unwrap());
+            }
+            let crc = t.elapsed().as_secs_f64() / rounds as f64 / mib;
+            let batch = RecordBatch::parse(&bytes).unwrap();
+            let t = Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(
+                    validate_client_batch(std::hint::black_box(&batch), &cfg()).unwrap(),
+                );
+            }
+            let walk = t.elapsed().as_secs_f64() / rounds as f64 / mib;
+            println!(
+                "{n} records of {value_len} B: parse+CRC {:.1} us/MiB, validation {:.1} us/MiB ({:.0}% of CRC)",
+                crc * 1e6,
+                walk * 1e6,
+                100.0 * walk / crc
+            );
+        }
+    }
 }
