@@ -80,12 +80,14 @@ pub(crate) struct SliceSource<'a> {
 }
 
 impl Source for SliceSource<'_> {
+    #[inline(always)]
     fn byte(&mut self) -> Result<Option<u8>, LogError> {
         let b = self.buf.get(self.pos).copied();
         self.pos += usize::from(b.is_some());
         Ok(b)
     }
 
+    #[inline(always)]
     fn skip(&mut self, n: usize) -> Result<bool, LogError> {
         if n > self.buf.len() - self.pos {
             self.pos = self.buf.len();
@@ -95,10 +97,12 @@ impl Source for SliceSource<'_> {
         Ok(true)
     }
 
+    #[inline(always)]
     fn remaining(&self) -> Option<usize> {
         Some(self.buf.len() - self.pos)
     }
 
+    #[inline(always)]
     fn at_end(&mut self) -> Result<bool, LogError> {
         Ok(self.pos == self.buf.len())
     }
@@ -120,6 +124,7 @@ impl<R: BufRead> StreamSource<R> {
 }
 
 impl<R: BufRead> Source for StreamSource<R> {
+    #[inline(always)]
     fn byte(&mut self) -> Result<Option<u8>, LogError> {
         let b = self.fill()?.first().copied();
         if b.is_some() {
@@ -141,10 +146,12 @@ impl<R: BufRead> Source for StreamSource<R> {
         Ok(true)
     }
 
+    #[inline(always)]
     fn remaining(&self) -> Option<usize> {
         None
     }
 
+    #[inline(always)]
     fn at_end(&mut self) -> Result<bool, LogError> {
         Ok(self.fill()?.is_empty())
     }
@@ -166,6 +173,7 @@ struct RecordReader<'s, S> {
 }
 
 impl<S: Source> RecordReader<'_, S> {
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, LogError> {
         if self.left == 0 {
             return Err(invalid(
@@ -176,6 +184,7 @@ impl<S: Source> RecordReader<'_, S> {
         self.src.byte()?.ok_or_else(premature_eof)
     }
 
+    #[inline(always)]
     fn skip(&mut self, n: usize) -> Result<(), LogError> {
         if n > self.left {
             return Err(invalid(format!(
@@ -190,6 +199,7 @@ impl<S: Source> RecordReader<'_, S> {
         }
     }
 
+    #[inline(always)]
     fn varlong(&mut self) -> Result<i64, LogError> {
         let mut raw: u64 = 0;
         for shift in (0..70).step_by(7) {
@@ -204,6 +214,7 @@ impl<S: Source> RecordReader<'_, S> {
         ))
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<i32, LogError> {
         let mut raw: u32 = 0;
         for shift in (0..35).step_by(7) {
@@ -219,6 +230,7 @@ impl<S: Source> RecordReader<'_, S> {
     }
 
     /// A length that may be -1 (null) but no other negative value.
+    #[inline(always)]
     fn nullable_len(&mut self, what: &str) -> Result<Option<usize>, LogError> {
         let len = self.varint()?;
         match len {
