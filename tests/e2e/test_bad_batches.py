@@ -160,12 +160,13 @@ LYING = {
     "trailing-garbage": batch(good_records(2) + b"\xde\xad\xbe\xef", 2),
     # Control batch from a client; transactional bit with producer id -1.
     "control-bit": batch(good_records(1), 1, attributes=0x20),
-    "transactional-no-producer": batch(good_records(1), 1, attributes=0x10),
 }
 
 # Rill refuses these, Kafka takes them (reads key length -5 as null; ignores the offset
-# deltas of an uncompressed batch).
+# deltas of an uncompressed batch) or answers another code (a transactional batch in a
+# request without a transactional id: TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53).
 LYING_RILL_ONLY = {
+    "transactional-no-producer": batch(good_records(1), 1, attributes=0x10),
     "key-length-negative": batch(record(0, b"k", b"v", key_len=-5), 1),
     "offset-deltas-out-of-sequence": batch(record(0, b"a", b"1") + record(7, b"b", b"2"), 2),
 }
