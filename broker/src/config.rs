@@ -559,6 +559,14 @@ impl BrokerConfig {
             ("log.flush.interval.ms".into(), d.flush_ms.to_string()),
             ("message.max.bytes".into(), d.max_message_bytes.to_string()),
             (
+                "log.message.timestamp.before.max.ms".into(),
+                d.message_timestamp_before_max_ms.to_string(),
+            ),
+            (
+                "log.message.timestamp.after.max.ms".into(),
+                d.message_timestamp_after_max_ms.to_string(),
+            ),
+            (
                 "log.cleanup.policy".into(),
                 cleanup_policy_value(d.cleanup_policy).into(),
             ),
@@ -595,6 +603,8 @@ fn broker_to_topic_config(name: &str) -> Option<&'static str> {
         "compression.type" => "compression.type",
         "unclean.leader.election.enable" => "unclean.leader.election.enable",
         "log.message.timestamp.type" => "message.timestamp.type",
+        "log.message.timestamp.before.max.ms" => "message.timestamp.before.max.ms",
+        "log.message.timestamp.after.max.ms" => "message.timestamp.after.max.ms",
         "log.cleanup.policy" => "cleanup.policy",
         "log.cleaner.delete.retention.ms" => "delete.retention.ms",
         "log.cleaner.min.compaction.lag.ms" => "min.compaction.lag.ms",
@@ -617,6 +627,8 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "flush.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
     "min.insync.replicas",
     "unclean.leader.election.enable",
     "delete.retention.ms",
@@ -684,6 +696,12 @@ pub fn apply_topic_config(
         }
         "flush.ms" => config.flush_ms = parse(name, value)?,
         "max.message.bytes" => config.max_message_bytes = parse(name, value)?,
+        "message.timestamp.before.max.ms" => {
+            config.message_timestamp_before_max_ms = parse_at_least(name, value, 0)?;
+        }
+        "message.timestamp.after.max.ms" => {
+            config.message_timestamp_after_max_ms = parse_at_least(name, value, 0)?;
+        }
         "message.timestamp.type" => {
             config.message_timestamp_type = match value {
                 "CreateTime" => TimestampType::CreateTime,
@@ -715,6 +733,8 @@ pub fn topic_config_value(config: &LogConfig, name: &str) -> Option<String> {
         "flush.messages" => config.flush_messages.to_string(),
         "flush.ms" => config.flush_ms.to_string(),
         "max.message.bytes" => config.max_message_bytes.to_string(),
+        "message.timestamp.before.max.ms" => config.message_timestamp_before_max_ms.to_string(),
+        "message.timestamp.after.max.ms" => config.message_timestamp_after_max_ms.to_string(),
         "message.timestamp.type" => match config.message_timestamp_type {
             TimestampType::CreateTime => "CreateTime".to_string(),
             TimestampType::LogAppendTime => "LogAppendTime".to_string(),
@@ -1036,6 +1056,45 @@ mod tests {
         assert_eq!(c.segment_bytes, defaults.segment_bytes);
         o.insert("segment.bytes".to_string(), "-5".to_string());
         assert!(effective_log_config(&defaults, &o).is_err());
+    }
+
+    #[test]
+    fn timestamp_bounds_have_kafka_defaults_names_and_floors() {
+        let d = LogConfig::default();
+        assert_eq!(
+            topic_config_value(&d, "message.timestamp.before.max.ms").as_deref(),
+            Some("9223372036854775807")
+        );
+        assert_eq!(
+            topic_config_value(&d, "message.timestamp.after.max.ms").as_deref(),
+            Some("3600000")
+        );
+        assert!(TOPIC_CONFIG_NAMES.contains(&"message.timestamp.before.max.ms"));
+        assert!(TOPIC_CONFIG_NAMES.contains(&"message.timestamp.after.max.ms"));
+        let mut c = LogConfig::default();
+        apply_topic_config(&mut c, "message.timestamp.after.max.ms", "0").unwrap();
+        apply_topic_config(&mut c, "message.timestamp.before.max.ms", "86400000").unwrap();
+        assert_eq!(
+            (
+                c.message_timestamp_before_max_ms,
+                c.message_timestamp_after_max_ms
+            ),
+            (86_400_000, 0)
+        );
+        assert!(apply_topic_config(&mut c, "message.timestamp.after.max.ms", "-1").is_err());
+        assert!(apply_topic_config(&mut c, "message.timestamp.before.max.ms", "soon").is_err());
+        // The broker-level names set the defaults every topic starts from.
+        let mut b = BrokerConfig::dev("127.0.0.1:9092".parse().unwrap(), "d".into());
+        b.set("log.message.timestamp.after.max.ms", "5000").unwrap();
+        b.set("log.message.timestamp.before.max.ms", "7000")
+            .unwrap();
+        assert_eq!(b.log_defaults.message_timestamp_after_max_ms, 5000);
+        assert_eq!(b.log_defaults.message_timestamp_before_max_ms, 7000);
+        let described = b.describe();
+        assert!(described.contains(&(
+            "log.message.timestamp.after.max.ms".to_string(),
+            "5000".to_string()
+        )));
     }
 
     #[test]

@@ -236,12 +236,13 @@ impl<'a> RecordBatch<'a> {
     }
 
     /// The first record at or after `min_offset` whose timestamp is >= `timestamp`,
-    /// as (offset, timestamp). Exact for uncompressed batches; a compressed batch
-    /// answers with its base offset (or `min_offset`) and its max timestamp.
+    /// as (offset, timestamp). Compressed batches are opened too, streaming and
+    /// bounded by `limit` decompressed bytes, as Kafka does for ListOffsets.
     pub fn find_timestamp(
         &self,
         timestamp: i64,
         min_offset: i64,
+        limit: u64,
     ) -> Result<Option<(i64, i64)>, LogError> {
         let h = &self.header;
         if h.max_timestamp < timestamp || h.last_offset() < min_offset {
@@ -253,14 +254,17 @@ impl<'a> RecordBatch<'a> {
         }
         // Compressed batches are opened here, as Kafka does for ListOffsets, so the
         // answer is the exact record, not the start of its batch.
-        let section = super::codec::records_section(self)?;
-        for record in decode_records(*h, &section) {
-            let record = record?;
-            if record.offset >= min_offset && record.timestamp >= timestamp {
-                return Ok(Some((record.offset, record.timestamp)));
+        let mut found = None;
+        super::validate::walk_batch(self, limit, |m| {
+            let offset = h.base_offset.wrapping_add(m.offset_delta as i64);
+            let ts = super::validate::record_timestamp(h, m);
+            if offset >= min_offset && ts >= timestamp {
+                found = Some((offset, ts));
+                return Ok(false);
             }
-        }
-        Ok(None)
+            Ok(true)
+        })?;
+        Ok(found)
     }
 }
 
@@ -332,6 +336,16 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     let attributes = be_i16(batch, ATTRIBUTES) | TIMESTAMP_TYPE_BIT;
     batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
+    batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Sets `maxTimestamp` under CreateTime (clearing the timestamp-type attribute) and
+/// recomputes the CRC, as Kafka's validator does with the largest record timestamp.
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
+    let attributes = be_i16(batch, ATTRIBUTES) & !TIMESTAMP_TYPE_BIT;
+    batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&max_timestamp.to_be_bytes());
     let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
     batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
@@ -832,11 +846,23 @@ mod tests {
         let mut bytes = sample(); // timestamps 1000, 1500, 1200
         set_base_offset(&mut bytes, 10);
         let batch = RecordBatch::parse(&bytes).unwrap();
-        assert_eq!(batch.find_timestamp(900, 0).unwrap(), Some((10, 1000)));
-        assert_eq!(batch.find_timestamp(1100, 0).unwrap(), Some((11, 1500)));
-        assert_eq!(batch.find_timestamp(1500, 0).unwrap(), Some((11, 1500)));
-        assert_eq!(batch.find_timestamp(1200, 12).unwrap(), Some((12, 1200)));
-        assert_eq!(batch.find_timestamp(1501, 0).unwrap(), None);
+        assert_eq!(
+            batch.find_timestamp(900, 0, 1 << 20).unwrap(),
+            Some((10, 1000))
+        );
+        assert_eq!(
+            batch.find_timestamp(1100, 0, 1 << 20).unwrap(),
+            Some((11, 1500))
+        );
+        assert_eq!(
+            batch.find_timestamp(1500, 0, 1 << 20).unwrap(),
+            Some((11, 1500))
+        );
+        assert_eq!(
+            batch.find_timestamp(1200, 12, 1 << 20).unwrap(),
+            Some((12, 1200))
+        );
+        assert_eq!(batch.find_timestamp(1501, 0, 1 << 20).unwrap(), None);
     }
 
     #[test]
@@ -858,9 +884,18 @@ mod tests {
             "records() reads only uncompressed batches"
         );
         // Same answers as for the uncompressed batch.
-        assert_eq!(batch.find_timestamp(900, 0).unwrap(), Some((10, 1000)));
-        assert_eq!(batch.find_timestamp(1100, 0).unwrap(), Some((11, 1500)));
-        assert_eq!(batch.find_timestamp(1200, 12).unwrap(), Some((12, 1200)));
-        assert_eq!(batch.find_timestamp(1501, 0).unwrap(), None);
+        assert_eq!(
+            batch.find_timestamp(900, 0, 1 << 20).unwrap(),
+            Some((10, 1000))
+        );
+        assert_eq!(
+            batch.find_timestamp(1100, 0, 1 << 20).unwrap(),
+            Some((11, 1500))
+        );
+        assert_eq!(
+            batch.find_timestamp(1200, 12, 1 << 20).unwrap(),
+            Some((12, 1200))
+        );
+        assert_eq!(batch.find_timestamp(1501, 0, 1 << 20).unwrap(), None);
     }
 }

@@ -31,7 +31,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use super::batch::{self, BatchHeader, RebuiltFields, Record, RecordBatch};
-use super::codec::{compress, records_section};
+use super::codec::{compress, decompressed_limit, records_section};
 use super::index_file::remove_if_exists;
 use super::segment::{self, Segment};
 use super::{Log, LogConfig, LogError};
@@ -141,7 +141,8 @@ impl Log {
         if cleanable.is_empty() || !(force || clean_due(&parts, end, now_ms)) {
             return Ok(CleanStats::default());
         }
-        let map = latest_offsets(parts.closed, parts.active)?;
+        let limit = decompressed_limit(parts.config.max_message_bytes);
+        let map = latest_offsets(parts.closed, parts.active, limit)?;
         let mut stats = CleanStats::default();
         let mut next_horizon = i64::MAX;
         let first_base = cleanable[0];
@@ -214,6 +215,7 @@ fn clean_due(parts: &CleanerParts<'_>, end: i64, now_ms: i64) -> bool {
 fn latest_offsets(
     closed: &BTreeMap<i64, Segment>,
     active: &Segment,
+    limit: u64,
 ) -> Result<HashMap<Vec<u8>, i64>, LogError> {
     let mut map = HashMap::new();
     for seg in closed.values().chain(std::iter::once(active)) {
@@ -222,7 +224,7 @@ fn latest_offsets(
             if batch.header().is_control() {
                 return Ok(());
             }
-            let section = records_section(&batch)?;
+            let section = records_section(&batch, limit)?;
             for record in batch::decode_records(*batch.header(), &section) {
                 let record = record?;
                 if let Some(key) = record.key {
@@ -289,10 +291,11 @@ fn write_cleaned(
     };
     let mut changed = false;
     let new_horizon = now_ms.saturating_add(config.delete_retention_ms);
+    let limit = decompressed_limit(config.max_message_bytes);
     seg.for_each_batch(|bytes| {
         let batch = RecordBatch::parse(bytes)?;
         let keep_empty = keeps_tail && batch.last_offset() + 1 == seg.next_offset();
-        let filtered = filter_batch(&batch, map, now_ms, new_horizon, keep_empty)?;
+        let filtered = filter_batch(&batch, map, now_ms, new_horizon, keep_empty, limit)?;
         outcome.records_removed += filtered.removed;
         if let Some(h) = filtered.delete_horizon {
             outcome.delete_horizon = outcome.delete_horizon.min(h);
@@ -349,6 +352,7 @@ fn filter_batch<'a>(
     now_ms: i64,
     new_horizon: i64,
     keep_empty: bool,
+    limit: u64,
 ) -> Result<FilteredBatch<'a>, LogError> {
     let h = *batch.header();
     if h.is_control() {
@@ -359,7 +363,7 @@ fn filter_batch<'a>(
         });
     }
     let horizon = h.delete_horizon().unwrap_or(new_horizon);
-    let section = records_section(batch)?;
+    let section = records_section(batch, limit)?;
     let mut kept = Vec::new();
     let mut total = 0u64;
     for record in batch::decode_records(h, &section) {
@@ -532,24 +536,6 @@ pub(crate) fn finish_interrupted_cleans(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Append-time check on a compacted topic: every record needs a key (Kafka answers
-/// CORRUPT_MESSAGE otherwise). Compressed batches are decompressed to see the keys.
-pub(crate) fn check_keys(batch: &RecordBatch<'_>, dir: &Path) -> Result<(), LogError> {
-    if batch.header().is_control() {
-        return Ok(());
-    }
-    let section = records_section(batch)?;
-    for record in batch::decode_records(*batch.header(), &section) {
-        if record?.key.is_none() {
-            let partition = dir.file_name().unwrap_or_default().to_string_lossy();
-            return Err(LogError::CorruptMessage(format!(
-                "Compacted topic cannot accept message without key in topic partition {partition}."
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn cleaned_name(base: i64) -> String {
     segment::file_name(base, "log") + CLEANED_SUFFIX
 }
@@ -640,7 +626,7 @@ mod tests {
             let bytes = slice.to_vec().unwrap();
             for item in batches(&bytes) {
                 let (_, b) = item.unwrap();
-                let section = records_section(&b).unwrap();
+                let section = records_section(&b, u64::MAX).unwrap();
                 for r in batch::decode_records(*b.header(), &section) {
                     let r = r.unwrap();
                     out.push((

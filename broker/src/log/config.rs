@@ -51,6 +51,12 @@ pub struct LogConfig {
     pub max_message_bytes: u64,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: under CreateTime, refuse records whose
+    /// timestamp is further than this behind the broker's clock.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: under CreateTime, refuse records whose
+    /// timestamp is further than this ahead of the broker's clock.
+    pub message_timestamp_after_max_ms: i64,
     /// `min.insync.replicas`: acks=all needs this many in-sync replicas.
     pub min_insync_replicas: i32,
     /// `unclean.leader.election.enable`: may an out-of-sync replica become leader.
@@ -80,6 +86,9 @@ impl Default for LogConfig {
             flush_ms: 1000,
             max_message_bytes: 1024 * 1024 + 12,
             message_timestamp_type: TimestampType::CreateTime,
+            // Kafka 4.x defaults: no limit into the past, one hour into the future.
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 3_600_000,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
             cleanup_policy: CleanupPolicy::Delete,

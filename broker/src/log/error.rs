@@ -1,5 +1,13 @@
 use std::io;
 
+/// One refused record of a batch, as the Produce response reports it
+/// (`BatchIndexAndErrorMessage`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
+}
+
 /// What can go wrong in the log. Each client-visible variant maps to one Kafka error code
 /// in the wire layer.
 #[derive(Debug, thiserror::Error)]
@@ -9,6 +17,23 @@ pub enum LogError {
     /// A batch failed validation: bad magic, bad length, CRC-32C mismatch, truncated.
     #[error("corrupt record batch: {0}")]
     CorruptMessage(String),
+    /// A batch that is intact (CRC) but says something false about its records, or
+    /// breaks a rule for client batches (Kafka's `InvalidRecordException`, INVALID_RECORD).
+    /// `record_errors` name the offending records by index within the batch, where
+    /// the fault is in a record.
+    #[error("invalid record batch: {message}")]
+    InvalidRecord {
+        message: String,
+        record_errors: Vec<RecordError>,
+    },
+    /// Records whose timestamps are outside `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` of the broker's clock, or a producer that set
+    /// LogAppendTime (Kafka's INVALID_TIMESTAMP).
+    #[error("{message}")]
+    InvalidTimestamp {
+        message: String,
+        record_errors: Vec<RecordError>,
+    },
     /// A batch is larger than `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: u64, max: u64 },

@@ -19,11 +19,13 @@ use bytes::BytesMut;
 
 use super::batch::{self, BatchHeader};
 use super::cleaner::{self, CleanerParts, CleanerState};
+use super::codec::decompressed_limit;
 use super::config::TimestampType;
 use super::epoch_cache::{CheckpointError, LeaderEpochCache, LeaderEpochFileCache};
 use super::index_file::remove_if_exists;
 use super::scan::scan_batch_headers;
 use super::segment::{self, Segment, SegmentRead, MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES};
+use super::validate::{validate_client_batch, ValidationConfig};
 use super::{LogConfig, LogError};
 
 /// Written by `close()`, removed by `open()`: its presence means the indexes and the
@@ -259,20 +261,25 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        let mut headers = self.validate(records)?;
+        let validated = self.validate(records, now_ms)?;
         let stamp = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut next = self.log_end_offset();
         let mut record_count = 0;
-        for (pos, header) in headers.iter_mut() {
-            let bytes = &mut records[*pos..*pos + header.size() as usize];
+        let mut headers = Vec::with_capacity(validated.len());
+        for (pos, header, max_timestamp) in validated {
+            let bytes = &mut records[pos..pos + header.size() as usize];
             batch::set_base_offset(bytes, next);
             batch::set_partition_leader_epoch(bytes, leader_epoch);
             if stamp {
                 batch::set_log_append_time(bytes, now_ms);
+            } else if header.max_timestamp != max_timestamp || header.is_log_append_time() {
+                // Kafka keeps the largest record timestamp, not the producer's claim.
+                batch::set_max_timestamp(bytes, max_timestamp);
             }
-            *header = BatchHeader::parse(bytes)?;
+            let header = BatchHeader::parse(bytes)?;
             next = header.last_offset() + 1;
             record_count += header.record_count as u64;
+            headers.push((pos, header));
         }
         let base_offset = self.log_end_offset();
         self.epochs.assign(leader_epoch, base_offset)?;
@@ -448,11 +455,26 @@ impl Log {
     }
 
     /// Checks every batch a producer sent: format and CRC, `max.message.bytes`, and
-    /// that offsets and record count agree (they are what offsets are assigned from).
-    fn validate(&self, records: &[u8]) -> Result<Vec<(usize, BatchHeader)>, LogError> {
+    /// everything Kafka's LogValidator checks in its records (validate.rs). Returns
+    /// each batch's position, header and largest record timestamp.
+    fn validate(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<(usize, BatchHeader, i64)>, LogError> {
         if records.is_empty() {
             return Err(LogError::CorruptMessage("no record batches".to_string()));
         }
+        let partition = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let cfg = ValidationConfig {
+            partition: &partition,
+            now_ms,
+            timestamp_type: self.config.message_timestamp_type,
+            timestamp_before_max_ms: self.config.message_timestamp_before_max_ms,
+            timestamp_after_max_ms: self.config.message_timestamp_after_max_ms,
+            compacted: self.config.cleanup_policy.compacts(),
+            max_decompressed_bytes: self.decompressed_limit(),
+        };
         let mut headers = Vec::new();
         for item in batch::batches(records) {
             let (pos, b) = item?;
@@ -463,18 +485,15 @@ impl Log {
                     max: self.config.max_message_bytes,
                 });
             }
-            if h.record_count <= 0 || h.last_offset_delta as i64 + 1 != h.record_count as i64 {
-                return Err(LogError::CorruptMessage(format!(
-                    "batch at byte {pos} has {} records but lastOffsetDelta {}",
-                    h.record_count, h.last_offset_delta
-                )));
-            }
-            if self.config.cleanup_policy.compacts() {
-                cleaner::check_keys(&b, &self.dir)?;
-            }
-            headers.push((pos, h));
+            let validated = validate_client_batch(&b, &cfg)?;
+            headers.push((pos, h, validated.max_timestamp));
         }
         Ok(headers)
+    }
+
+    /// The most bytes any compressed batch of this log may decompress to.
+    fn decompressed_limit(&self) -> u64 {
+        decompressed_limit(self.config.max_message_bytes)
     }
 
     /// Whether batches spanning `first_offset..=last_offset` need a new segment.
@@ -634,7 +653,11 @@ impl Log {
     /// decompressed for this, as Kafka does, so the answer is always the exact record.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
         for seg in self.segments_from(self.log_start_offset) {
-            if let Some(found) = seg.offset_for_timestamp(timestamp, self.log_start_offset)? {
+            if let Some(found) = seg.offset_for_timestamp(
+                timestamp,
+                self.log_start_offset,
+                self.decompressed_limit(),
+            )? {
                 return Ok(Some(found));
             }
         }
@@ -652,7 +675,7 @@ impl Log {
             }
         }
         match best {
-            Some(seg) => seg.max_timestamp_record(),
+            Some(seg) => seg.max_timestamp_record(self.decompressed_limit()),
             None => Ok(None),
         }
     }
@@ -1669,6 +1692,110 @@ mod tests {
         assert_eq!(log.config().segment_ms, config().segment_ms);
         log.delete().unwrap();
         assert!(!path.exists());
+    }
+    /// A batch holding one record with a `value_len`-byte value of zeros, compressed
+    /// with `codec`, offsets from `base`: small on disk, huge when opened.
+    fn bomb(codec: u8, value_len: usize, base: i64) -> Vec<u8> {
+        let mut section = Vec::new();
+        batch::put_record(
+            &mut section,
+            0,
+            0,
+            Some(b"k"),
+            Some(&vec![0u8; value_len]),
+            &[],
+        );
+        let packed = super::super::codec::compress(codec, &section).unwrap();
+        let mut header = BatchHeader::parse(&build_values_batch(&[b"x"], 1000)).unwrap();
+        header.attributes |= codec as i16;
+        header.base_offset = base;
+        let fields = batch::RebuiltFields {
+            last_offset_delta: 0,
+            base_timestamp: 1000,
+            max_timestamp: 1000,
+            record_count: 1,
+            delete_horizon: false,
+        };
+        batch::rebuild_batch(&header, fields, &packed)
+    }
+
+    #[test]
+    fn lying_batch_writes_nothing_and_acked_records_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), 0).unwrap();
+        log.append(&mut batch_of(&[b"a", b"b"], 1000), 0, 0)
+            .unwrap();
+        // One real record claiming a count of 2^31-1 (lastOffsetDelta agrees).
+        let mut liar = build_values_batch(&[b"c"], 1000);
+        liar[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        liar[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&liar[21..]);
+        liar[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = log
+            .append(&mut BytesMut::from(&liar[..]), 0, 0)
+            .unwrap_err();
+        assert!(matches!(err, LogError::InvalidRecord { .. }), "{err}");
+        assert_eq!(log.log_end_offset(), 2);
+        assert_eq!(read_all(&log), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+        let info = log.append(&mut batch_of(&[b"d"], 1000), 0, 0).unwrap();
+        assert_eq!(info.base_offset, 2);
+    }
+
+    #[test]
+    fn stored_max_timestamp_is_the_largest_record_timestamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), config(), 0).unwrap();
+        // The producer claims a max timestamp far beyond its records'.
+        let mut b = build_values_batch(&[b"a", b"b"], 1000);
+        b[35..43].copy_from_slice(&9_000_000_000_000i64.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        log.append(&mut BytesMut::from(&b[..]), 0, 0).unwrap();
+        let slice = log.read(0, u64::MAX, i64::MAX, true).unwrap().unwrap();
+        let bytes = slice.to_vec().unwrap();
+        let stored = RecordBatch::parse(&bytes).unwrap();
+        assert_eq!(stored.header().max_timestamp, 1001);
+        assert_eq!(log.max_timestamp().unwrap(), Some((1, 1001)));
+    }
+
+    #[test]
+    fn bombs_are_refused_on_produce_and_bounded_where_stored() {
+        let cfg = LogConfig {
+            max_message_bytes: 100_000, // limit: 16 x 1 MiB
+            segment_bytes: 1,
+            ..config()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg.clone(), 0).unwrap();
+        for codec in [1u8, 4] {
+            let b = bomb(codec, 64 << 20, 0);
+            assert!(b.len() < 100_000, "codec {codec}: {} bytes", b.len());
+            let err = log.append(&mut BytesMut::from(&b[..]), 0, 0).unwrap_err();
+            assert!(
+                matches!(&err, LogError::InvalidRecord { message, .. } if message.contains("more than 16777216")),
+                "codec {codec}: {err}"
+            );
+            assert_eq!(log.log_end_offset(), 0);
+        }
+        // Batches a follower copied are not opened on append; the readers that open
+        // them later stop at the limit: ListOffsets by timestamp...
+        log.append_as_follower(&bomb(4, 64 << 20, 0), 0).unwrap();
+        log.append_as_follower(&replicated_plain(1), 0).unwrap();
+        let err = log.offset_for_timestamp(0).unwrap_err();
+        assert!(matches!(err, LogError::InvalidRecord { .. }), "{err}");
+        // ... and the cleaner of a compacted log.
+        let mut compacted = cfg;
+        compacted.cleanup_policy = super::super::CleanupPolicy::Compact;
+        log.set_config(compacted);
+        let err = log.compact_now(1_000_000).unwrap_err();
+        assert!(matches!(err, LogError::InvalidRecord { .. }), "{err}");
+        assert_eq!(log.log_end_offset(), 2);
+    }
+
+    fn replicated_plain(base: i64) -> Vec<u8> {
+        let mut b = build_values_batch(&[b"after"], 1000);
+        batch::set_base_offset(&mut b, base);
+        b
     }
 }
 

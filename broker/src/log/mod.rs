@@ -18,11 +18,14 @@ mod offset_index;
 mod scan;
 mod segment;
 mod time_index;
+mod validate;
 
 pub use cleaner::CleanStats;
+pub use codec::{decompressed_limit, DECOMPRESSION_RATIO};
 pub use config::CleanupPolicy;
 pub use config::{LogConfig, TimestampType};
 pub use epoch_cache::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
-pub use error::LogError;
+pub use error::{LogError, RecordError};
 pub use log::{AppendInfo, FollowerAppendInfo, Log, PendingSync, ReadSlice};
 pub use scan::scan_batch_headers;
+pub use validate::{validate_client_batch, Validated, ValidationConfig};

@@ -383,6 +383,7 @@ impl Segment {
         &self,
         timestamp: i64,
         min_offset: i64,
+        limit: u64,
     ) -> Result<Option<(i64, i64)>, LogError> {
         if self.max_timestamp < timestamp || self.next_offset <= min_offset {
             return Ok(None);
@@ -403,7 +404,8 @@ impl Segment {
                     return Ok(Some((h.base_offset.max(min_offset), h.max_timestamp)));
                 }
                 let bytes = self.read_batch(pos, &h)?;
-                let found = RecordBatch::parse(&bytes)?.find_timestamp(timestamp, min_offset)?;
+                let found =
+                    RecordBatch::parse(&bytes)?.find_timestamp(timestamp, min_offset, limit)?;
                 if found.is_some() {
                     return Ok(found);
                 }
@@ -415,13 +417,15 @@ impl Segment {
 
     /// The record with this segment's largest timestamp (for LogAppendTime batches, the
     /// batch's base offset). `None` if the segment is empty.
-    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, LogError> {
+    pub fn max_timestamp_record(&self, limit: u64) -> Result<Option<(i64, i64)>, LogError> {
         let Some((pos, h)) = self.find_batch(self.offset_of_max_timestamp)? else {
             return Ok(None);
         };
         if !h.is_log_append_time() {
             let bytes = self.read_batch(pos, &h)?;
-            if let Some(found) = RecordBatch::parse(&bytes)?.find_timestamp(h.max_timestamp, 0)? {
+            if let Some(found) =
+                RecordBatch::parse(&bytes)?.find_timestamp(h.max_timestamp, 0, limit)?
+            {
                 return Ok(Some(found));
             }
         }

@@ -10,6 +10,8 @@ use crate::replica_manager::TopicError;
 pub fn log_error(e: &LogError) -> ResponseError {
     match e {
         LogError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        LogError::InvalidRecord { .. } => ResponseError::InvalidRecord,
+        LogError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) => ResponseError::KafkaStorageError,

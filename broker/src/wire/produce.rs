@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -16,7 +17,8 @@ use kafka_protocol::ResponseError;
 
 use super::error_codes::partition_error;
 use super::Context;
-use crate::partition::{AckStatus, Partition};
+use crate::log::{batch, LogError};
+use crate::partition::{AckStatus, Partition, PartitionError};
 use crate::replica_manager::now_ms;
 
 /// An acks=all append waiting for the ISR: where its answer goes in the response and
@@ -128,6 +130,13 @@ fn append(
                                 .with_error_code(ResponseError::CorruptMessage.code())
                                 .with_error_message(Some(StrBytes::from_static_str("no record batches")));
                         };
+                        if version >= 3 && holds_more_than_one_batch(&records) {
+                            return base
+                                .with_error_code(ResponseError::InvalidRecord.code())
+                                .with_error_message(Some(StrBytes::from_string(format!(
+                                    "Produce requests with version {version} are only allowed to contain exactly one record batch per partition"
+                                ))));
+                        }
                         let mut records = BytesMut::from(&records[..]);
                         match partition.append_as_leader(&mut records, acks, now_ms()) {
                             Ok(info) => {
@@ -153,6 +162,7 @@ fn append(
                                 with_leader_hint(ctx, name.as_deref(), p.index, code, base, &mut endpoints, version)
                                     .with_error_code(code.code())
                                     .with_error_message(Some(StrBytes::from_string(e.to_string())))
+                                    .with_record_errors(record_errors(&e))
                             }
                         }
                     })
@@ -166,6 +176,29 @@ fn append(
     };
     ctx.replicas.notify_appended();
     (responses, waiting, endpoints)
+}
+
+/// Kafka (ProduceRequest v3+) takes exactly one batch per partition. Only the first
+/// batch's length is read here; the log checks the batches themselves.
+fn holds_more_than_one_batch(records: &[u8]) -> bool {
+    batch::batch_size_from_prefix(records).is_ok_and(|size| (records.len() as u64) > size)
+}
+
+/// The records a validation error names (v8+ `record_errors`).
+fn record_errors(e: &PartitionError) -> Vec<BatchIndexAndErrorMessage> {
+    let (PartitionError::Log(LogError::InvalidRecord { record_errors, .. })
+    | PartitionError::Log(LogError::InvalidTimestamp { record_errors, .. })) = e
+    else {
+        return Vec::new();
+    };
+    record_errors
+        .iter()
+        .map(|r| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(r.batch_index)
+                .with_batch_index_error_message(Some(StrBytes::from_string(r.message.clone())))
+        })
+        .collect()
 }
 
 /// KIP-951 (v10+): a NOT_LEADER_OR_FOLLOWER answer names the current leader, and
