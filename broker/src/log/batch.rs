@@ -118,8 +118,11 @@ impl BatchHeader {
         LOG_OVERHEAD as u64 + self.batch_length as u64
     }
 
+    /// Saturates: a header read from the wire or disk may carry any base offset, and
+    /// an overflow must not panic (the record_batch fuzzer found one).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
 
     /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
@@ -688,6 +691,14 @@ mod tests {
                 timestamp: 1200,
             },
         ])
+    }
+
+    #[test]
+    fn last_offset_of_a_header_near_the_top_saturates() {
+        let mut h = BatchHeader::parse(&sample()).unwrap();
+        h.base_offset = i64::MAX - 1;
+        h.last_offset_delta = 2;
+        assert_eq!(h.last_offset(), i64::MAX);
     }
 
     #[test]
