@@ -67,8 +67,8 @@ def frame(payload: bytes) -> bytes:
 class Conn:
     """A blocking loopback connection with request/response helpers."""
 
-    def __init__(self, port: int, timeout: float = 10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 10.0, host: str = "127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.corr = 0
 

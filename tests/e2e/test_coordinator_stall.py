@@ -23,7 +23,6 @@ its own connection without a client library's retries in between.
 from __future__ import annotations
 
 import json
-import socket
 import struct
 import threading
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import pytest
 from broker_process import target
 from cluster_process import Cluster
+import kafka_wire
 from kafka_wire import Reader, _str, frame, header_v1
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -62,34 +62,20 @@ def partition_for(group: str, partitions: int = OFFSETS_PARTITIONS) -> int:
     return 0 if h == -(1 << 31) else abs(h) % partitions
 
 
-class Conn:
+class Conn(kafka_wire.Conn):
     """One blocking connection to a node's Kafka listener."""
 
     def __init__(self, addr: tuple[str, int], timeout: float):
-        self.sock = socket.create_connection(addr, timeout=timeout)
-        self.sock.settimeout(timeout)
-        self.corr = 0
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(addr[1], timeout, host=addr[0])
 
     def request(self, api_key: int, version: int, body: bytes) -> Reader:
         self.corr += 1
         self.sock.sendall(frame(header_v1(api_key, version, self.corr) + body))
-        (n,) = struct.unpack(">i", self._exact(4))
-        r = Reader(self._exact(n))
+        (n,) = struct.unpack(">i", self.recv_exact(4))
+        r = Reader(self.recv_exact(n))
         corr = r.take(">i")
         assert corr == self.corr, f"correlation id {corr}, expected {self.corr}"
         return r
-
-    def _exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
-            buf += chunk
-        return buf
 
 
 def _bytes(b: bytes) -> bytes:

@@ -856,7 +856,11 @@ mod tests {
     fn find_timestamp_returns_first_record_at_or_after() {
         let mut bytes = sample(); // timestamps 1000, 1500, 1200
         set_base_offset(&mut bytes, 10);
-        let batch = RecordBatch::parse(&bytes).unwrap();
+        assert_sample_timestamp_lookups(&RecordBatch::parse(&bytes).unwrap());
+    }
+
+    /// The sample's records (timestamps 1000, 1500, 1200) at offsets 10-12.
+    fn assert_sample_timestamp_lookups(batch: &RecordBatch) {
         assert_eq!(
             batch.find_timestamp(900, 0, 1 << 20).unwrap(),
             Some((10, 1000))
@@ -895,18 +899,6 @@ mod tests {
             "records() reads only uncompressed batches"
         );
         // Same answers as for the uncompressed batch.
-        assert_eq!(
-            batch.find_timestamp(900, 0, 1 << 20).unwrap(),
-            Some((10, 1000))
-        );
-        assert_eq!(
-            batch.find_timestamp(1100, 0, 1 << 20).unwrap(),
-            Some((11, 1500))
-        );
-        assert_eq!(
-            batch.find_timestamp(1200, 12, 1 << 20).unwrap(),
-            Some((12, 1200))
-        );
-        assert_eq!(batch.find_timestamp(1501, 0, 1 << 20).unwrap(), None);
+        assert_sample_timestamp_lookups(&batch);
     }
 }
