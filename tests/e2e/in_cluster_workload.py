@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -37,8 +38,13 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
+    # librdkafka's idempotence log (PID, drains, epoch bumps), next to the run: it is what
+    # explains a duplicate should the checker find one.
+    eos_log = logging.getLogger("producer-eos")
+    eos_log.addHandler(logging.FileHandler(args.out.with_suffix(".producer.log")))
+    eos_log.setLevel(logging.DEBUG)
     producer = ProducerWorkload(args.bootstrap, args.topic, args.partitions, producer_id=args.producer_id,
-                                count=args.count, rate=args.rate).start()
+                                count=args.count, rate=args.rate, debug="eos", logger=eos_log).start()
     consumer = ConsumerWorkload(args.bootstrap, args.topic, args.partitions).start()
     deadline = time.monotonic() + args.max_seconds
     while not producer.done.is_set() and time.monotonic() < deadline:

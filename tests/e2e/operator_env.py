@@ -6,6 +6,7 @@ view (`kube.run_in_cluster` / `in_cluster_argv`), since brokers advertise pod DN
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -45,10 +46,13 @@ def in_cluster_argv(kube, argv: list[str]) -> list[str]:
 
 def install_operator(kube) -> None:
     """CRDs applied server-side, then the chart installed (or kept, when an earlier module
-    of the session installed it); its Deployment runs the operator as a pod."""
+    of the session installed it); its Deployment runs the operator as a pod.
+    RILL_E2E_OPERATOR_LOG sets the chart's logLevel (RUST_LOG), e.g. "info,rill_operator=debug"."""
     kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    level = os.environ.get("RILL_E2E_OPERATOR_LOG", "info")
     kube.helm("upgrade", "--install", "rill", str(ROOT / "charts" / "rill"), "--namespace", OPERATOR_NS,
-              "--create-namespace", "--set", "image.tag=dev", "--wait", "--timeout", "120s")
+              "--create-namespace", "--set", "image.tag=dev", "--set", f"logLevel={level}",
+              "--wait", "--timeout", "120s")
 
 
 def cluster_yaml(namespace: str, name: str, replicas: int = 3, config: dict | None = None,
@@ -201,6 +205,10 @@ def finish_workload(p: subprocess.Popen, timeout: float = 200) -> dict:
     run = json.loads(p.out_path.read_text())  # type: ignore[attr-defined]
     verdict = check(run["acked"], run["seen"], run["log"], run["attempted"])
     print(f"workload: {stdout.strip()}\nchecker: {verdict}")
+    if not verdict.ok:
+        log = p.out_path.with_suffix(".producer.log")  # type: ignore[attr-defined]
+        if log.exists():
+            print(f"tail of the producer's idempotence log {log}:\n" + "\n".join(log.read_text().splitlines()[-80:]))
     assert verdict.ok, f"checker: {verdict}"
     fatal = [e for e in run["errors"] if e["kind"] != "retriable"]
     assert not fatal, f"non-retriable client errors: {fatal[:5]}"

@@ -9,6 +9,7 @@ Same harness and helpers as test_operator.py; its own namespace and Cluster.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 import sys
@@ -95,7 +96,12 @@ def test_scale_up_3_to_5_rebalances_replicas_and_leaders(cluster, tmp_path):
         return (max(replicas.values()) - min(replicas.values()) <= 1
                 and max(leaders.values()) - min(leaders.values()) <= 1)
 
-    kube.wait_for(balanced, timeout=150, interval=1, what="rebalanced onto 5 brokers")
+    try:
+        kube.wait_for(balanced, timeout=150, interval=1, what="rebalanced onto 5 brokers")
+    except Exception as e:
+        st = (kube.get(f"cluster/{CLUSTER}", NS).get("status") or {})
+        raise AssertionError(f"not rebalanced: Progressing reasons {reasons}, rebalance progress {progress}, "
+                             f"last status {json.dumps(st)}") from e
     took = time.monotonic() - t0
     a = assignment(env)
     replicas, leaders = counts(a, range(5))
