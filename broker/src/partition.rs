@@ -119,6 +119,9 @@ struct ReplicaState {
     followers: BTreeMap<i32, FollowerState>,
     /// As leader: the log end when this epoch began; a follower must reach it to join.
     epoch_start_offset: i64,
+    /// This broker stopped hosting the partition (`resign`): its files are gone, and a
+    /// request or fetcher still holding it must not write, truncate or lead again.
+    removed: bool,
 }
 
 impl ReplicaState {
@@ -185,6 +188,7 @@ impl Partition {
                 pending_isr: None,
                 followers: BTreeMap::new(),
                 epoch_start_offset: 0,
+                removed: false,
             }),
             leader_epoch: AtomicI32::new(-1),
             high_watermark,
@@ -240,6 +244,9 @@ impl Partition {
     /// or leader epoch changed (the caller then restarts fetching for it).
     pub fn apply_state(&self, image: &PartitionState, now_ms: i64) -> bool {
         let mut state = self.state.lock();
+        if state.removed {
+            return false;
+        }
         let current_epoch = self.leader_epoch();
         let leads = image.leader == self.local_id;
         let new_epoch = image.leader_epoch != current_epoch;
@@ -366,9 +373,15 @@ impl Partition {
     /// this is no longer the leader, as Kafka's purgatory answers them: left waiting, they
     /// would time out, and an idempotent client that times out bumps its epoch and sends
     /// again what may already be written.
+    ///
+    /// It is also marked removed: the caller deletes its files at once instead of waiting
+    /// for every holder to let go (the metadata publisher must not stall on that, or this
+    /// broker keeps leading other partitions in epochs the controller already ended), so
+    /// a fetcher or request still holding it may no longer change its log.
     pub fn resign(&self) {
         let mut state = self.state.lock();
         state.role = Role::Follower;
+        state.removed = true;
         state.followers.clear();
         drop(state);
         self.wake.notify_waiters();
@@ -580,7 +593,7 @@ impl Partition {
     /// last batch held, the leader epoch this broker knows). `None` when not following.
     pub fn follower_position(&self) -> Option<(i32, i64, i32, i32)> {
         let state = self.state.lock();
-        if state.role != Role::Follower || state.leader_id < 0 {
+        if state.role != Role::Follower || state.removed || state.leader_id < 0 {
             return None;
         }
         let log = self.log.lock();
@@ -604,7 +617,7 @@ impl Partition {
         now_ms: i64,
     ) -> Result<(), PartitionError> {
         let state = self.state.lock();
-        if state.role != Role::Follower || self.leader_epoch() != leader_epoch {
+        if state.role != Role::Follower || state.removed || self.leader_epoch() != leader_epoch {
             return Err(self.not_leader());
         }
         let mut log = self.log.lock();
@@ -646,7 +659,7 @@ impl Partition {
     ) -> Result<i64, PartitionError> {
         let state = self.state.lock();
         // Never on a leader's log, nor from an answer of an older epoch.
-        if state.role != Role::Follower || self.leader_epoch() != fetch_epoch {
+        if state.role != Role::Follower || state.removed || self.leader_epoch() != fetch_epoch {
             return Err(self.not_leader());
         }
         let mut log = self.log.lock();
@@ -681,7 +694,7 @@ impl Partition {
     pub fn reset_to(&self, fetch_epoch: i32, offset: i64) -> Result<(), PartitionError> {
         let state = self.state.lock();
         // As in `truncate_diverging`: never on a leader's log, nor from an old epoch.
-        if state.role != Role::Follower || self.leader_epoch() != fetch_epoch {
+        if state.role != Role::Follower || state.removed || self.leader_epoch() != fetch_epoch {
             return Err(self.not_leader());
         }
         let mut log = self.log.lock();
@@ -915,5 +928,43 @@ mod tests {
         let info = appending.join().unwrap().unwrap();
         assert_eq!(info.base_offset, 1);
         assert_eq!(partition.high_watermark(), 2);
+    }
+
+    /// A partition this broker stopped hosting (its files deleted while a fetcher still
+    /// held it) takes no more follower writes, truncations or roles: the fetcher's late
+    /// answer must not land in a log that a new assignment may recreate.
+    #[test]
+    fn a_removed_partition_refuses_follower_writes_and_new_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let partition = Partition::new("t".into(), Uuid::nil(), 0, log, 1, Arc::new(Notify::new()));
+        let following = PartitionState::new(vec![2, 1]);
+        assert!(partition.apply_state(&following, 0));
+        assert!(partition.follower_position().is_some());
+        partition
+            .append_as_follower(&batch("before"), 1, 0, 0, 0)
+            .unwrap();
+        assert_eq!(partition.log_end_offset(), 1);
+
+        partition.resign();
+        assert_eq!(partition.follower_position(), None);
+        assert!(partition
+            .append_as_follower(&batch("late"), 2, 0, 0, 0)
+            .is_err());
+        assert!(partition.truncate_diverging(0, 0, 0, 0).is_err());
+        assert!(partition.reset_to(0, 0).is_err());
+        assert_eq!(
+            partition.log_end_offset(),
+            1,
+            "nothing written after removal"
+        );
+        let leading = PartitionState {
+            leader: 1,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            ..following
+        };
+        assert!(!partition.apply_state(&leading, 0));
+        assert_eq!(partition.role(), Role::Follower);
     }
 }

@@ -503,21 +503,23 @@ impl ReplicaManager {
         Ok(partition)
     }
 
-    /// Stops hosting a partition and deletes its files.
+    /// Stops hosting a partition and deletes its files at once. Requests and fetchers
+    /// still holding it keep valid file handles (unlinked files stay readable) and can
+    /// no longer change it (`Partition::resign`). Waiting here for them to let go would
+    /// hold up the whole metadata image, and with it every other partition's role change:
+    /// a broker that keeps leading in an epoch the controller has ended accepts writes
+    /// that the new leader never sees.
     fn remove_partition(&self, key: &(String, i32)) {
         let removed = self.partitions.write().remove(key);
         if let Some(partition) = &removed {
             partition.resign();
         }
+        drop(removed);
         let dir = partition_dir(&self.config, &key.0, key.1);
-        let result = match removed.map(wait_for_sole_owner) {
-            Some(Ok(partition)) => partition.delete().map_err(TopicError::from),
-            // A request still holds it: its file handles stay valid after unlink.
-            _ => match std::fs::remove_dir_all(&dir) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(LogError::from(e).into()),
-            },
+        let result = match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TopicError::from(LogError::from(e))),
         };
         match result {
             Ok(()) => tracing::info!(topic = %key.0, partition = key.1, "partition removed"),
@@ -622,7 +624,8 @@ fn partition_dir(config: &BrokerConfig, topic: &str, partition: i32) -> PathBuf 
     config.log_dir.join(format!("{topic}-{partition}"))
 }
 
-/// In-flight requests hold a partition briefly; give them a moment to let go.
+/// At shutdown, in-flight requests hold a partition briefly; give them a moment to let
+/// go so the log closes with its clean-shutdown marker.
 fn wait_for_sole_owner(mut partition: Arc<Partition>) -> Result<Partition, Arc<Partition>> {
     for _ in 0..100 {
         match Arc::try_unwrap(partition) {
