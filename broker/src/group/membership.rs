@@ -702,14 +702,23 @@ impl Group {
         instance: Option<&str>,
         generation: i32,
     ) -> Result<(), ResponseError> {
-        // Kafka's order of checks (GroupCoordinator.handleCommitOffsets).
-        if generation < 0 && self.members.is_empty() {
+        // Kafka's order of checks (ClassicGroup.validateOffsetCommit): the member and
+        // its generation first, so a member that missed a rebalance learns it is
+        // behind (ILLEGAL_GENERATION, and rejoins) rather than being told to wait.
+        let empty = self.state == GroupState::Empty;
+        if generation < 0 && empty {
+            // The admin client, or a consumer without group management.
             return Ok(());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            self.check_member(member_id, instance, generation)?;
+        } else if !empty {
+            return Err(ResponseError::UnknownMemberId);
         }
         if self.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
         }
-        self.check_member(member_id, instance, generation)
+        Ok(())
     }
 
     /// Offsets due for deletion at `now_ms` (Kafka's KIP-211 rules): all of them once a
@@ -1077,6 +1086,16 @@ mod tests {
         assert_eq!(
             g.validate_commit(&a.member_id, None, 1),
             Err(ResponseError::RebalanceInProgress)
+        );
+        // A commit from the generation before the rebalance: the member is behind
+        // (librdkafka's 0113 commits during a cooperative rebalance and expects this).
+        assert_eq!(
+            g.validate_commit(&a.member_id, None, 0),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            g.validate_commit("someone-else", None, 1),
+            Err(ResponseError::UnknownMemberId)
         );
         sync(&mut g, &a.member_id, 1, vec![], now);
         assert_eq!(g.validate_commit(&a.member_id, None, 1), Ok(()));
