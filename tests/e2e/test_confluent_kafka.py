@@ -289,3 +289,44 @@ def test_auto_create_disabled(broker, topic):
     assert len(p) == 0
     assert len(errs) == 1 and errs[0] is not None, errs  # not delivered: no such topic
     assert topic not in admin(broker.bootstrap).list_topics(timeout=10).topics
+
+
+def test_authorized_operations_without_an_authorizer(broker, topic):
+    """KIP-430: without an authorizer Kafka reports every operation of the resource type
+    as allowed (librdkafka's 0081 checks them); DescribeTopics (Metadata v8+),
+    DescribeCluster and DescribeConsumerGroups alike."""
+    from confluent_kafka import ConsumerGroupState, TopicCollection
+    from confluent_kafka.admin import AclOperation
+
+    create_topic(broker.bootstrap, topic)
+    a = admin(broker.bootstrap)
+    (desc,) = a.describe_topics(TopicCollection([topic]), include_authorized_operations=True,
+                                request_timeout=15).values()
+    assert {op.name for op in desc.result(timeout=30).authorized_operations} == {
+        "READ", "WRITE", "CREATE", "DESCRIBE", "DELETE", "ALTER", "DESCRIBE_CONFIGS", "ALTER_CONFIGS"}
+    # Not asked for: none reported.
+    (plain,) = a.describe_topics(TopicCollection([topic]), request_timeout=15).values()
+    assert plain.result(timeout=30).authorized_operations is None
+
+    cluster = a.describe_cluster(include_authorized_operations=True, request_timeout=15).result(timeout=30)
+    assert {op.name for op in cluster.authorized_operations} == {
+        "CREATE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS", "ALTER_CONFIGS", "IDEMPOTENT_WRITE", "ALTER", "DESCRIBE"}
+
+    group = f"{topic}-g"
+    c = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                                  "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while not c.assignment() and time.monotonic() < deadline:
+            c.poll(0.2)
+        assert c.assignment(), "the consumer never joined"
+        (gdesc,) = a.describe_consumer_groups([group], include_authorized_operations=True,
+                                              request_timeout=15).values()
+        g = gdesc.result(timeout=30)
+        assert g.state == ConsumerGroupState.STABLE
+        assert {op.name for op in g.authorized_operations} == {
+            "READ", "DESCRIBE", "DELETE", "DESCRIBE_CONFIGS", "ALTER_CONFIGS"}
+        assert AclOperation.READ in g.authorized_operations
+    finally:
+        c.close()

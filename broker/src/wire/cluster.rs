@@ -26,7 +26,11 @@ pub fn describe(
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(StrBytes::from_string(ctx.replicas.cluster_id()))
         .with_controller_id(BrokerId(controller))
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
+            super::authorized_operations::cluster()
+        } else {
+            i32::MIN
+        });
     // A single combined node serves both kinds of endpoint on the same listener.
     if request.endpoint_type != ENDPOINT_BROKERS && request.endpoint_type != 2 {
         return response

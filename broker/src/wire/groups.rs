@@ -268,6 +268,11 @@ pub async fn describe_groups(
                 }
             }
             Ok(Some(g)) => base
+                .with_authorized_operations(if request.include_authorized_operations {
+                    super::authorized_operations::group()
+                } else {
+                    i32::MIN
+                })
                 .with_group_state(s(g.state))
                 .with_protocol_type(s(g.protocol_type))
                 .with_protocol_data(s(g.protocol))

@@ -10,7 +10,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::error_codes::topic_error;
-use super::Context;
+use super::{authorized_operations, Context};
 use crate::metadata::TopicRecord;
 use crate::replica_manager::TopicError;
 
@@ -66,11 +66,27 @@ pub async fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> Me
         })
         .collect();
     let controller = super::client_controller_id(ctx);
-    MetadataResponse::default()
+    let topics = if request.include_topic_authorized_operations {
+        topics
+            .into_iter()
+            .map(|t: MetadataResponseTopic| {
+                t.with_topic_authorized_operations(authorized_operations::topic())
+            })
+            .collect()
+    } else {
+        topics
+    };
+    let response = MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(image.cluster_id.clone().map(StrBytes::from_string))
         .with_controller_id(BrokerId(controller))
-        .with_topics(topics)
+        .with_topics(topics);
+    // Asked for in v8-v10 only (later clients use DescribeCluster).
+    if request.include_cluster_authorized_operations {
+        response.with_cluster_authorized_operations(authorized_operations::cluster())
+    } else {
+        response
+    }
 }
 
 async fn lookup_or_create(

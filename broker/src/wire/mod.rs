@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_versions;
+mod authorized_operations;
 mod budget;
 mod cluster;
 mod configs;
